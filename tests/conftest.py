@@ -1,0 +1,10 @@
+"""Test-wide setup: 8 simulated CPU devices (so sharding is tested for real) and quiet TF."""
+
+import os
+
+# Must happen before jax is imported anywhere in the test process.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# tf.data must not grab the accelerator or all host memory in tests.
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
