@@ -1,0 +1,23 @@
+"""VT-ResNet-18 (reference section 2.1) on ImageNet.
+
+  python -m vt_jax.profile --config=configs/vt_r18.py
+  python -m vt_jax.profile --config=configs/vt_r18.py:v1          # first arXiv version
+  python -m vt_jax.profile --config=configs/vt_r18.py:tokens=32   # any L
+  python -m vt_jax.main --config=configs/vt_r18.py --workdir=/tmp/vt_r18
+
+Widths the paper leaves open: vt_jax/config_lib/presets.py (chosen to land on Table 8).
+"""
+
+import ml_collections
+
+from vt_jax.config_lib import args as args_lib
+from vt_jax.config_lib import models
+
+
+def get_config(arg=None):
+  arg = args_lib.parse_arg(arg, v1=False, tokens=0)
+  config = ml_collections.ConfigDict()
+  config.model = models.vt_resnet(18, "v1" if arg.v1 else "iccv")
+  if arg.tokens:  # 0 keeps the preset's L
+    config.model.vt.tokens = arg.tokens
+  return config

@@ -1,0 +1,70 @@
+"""Model sections of configs: `config.model = models.vt_resnet(18)`.
+
+Every field is documented here once; config files override what they change.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from vt_jax.config_lib import presets
+
+
+def resnet(depth: int, **overrides) -> ml_collections.ConfigDict:
+  """torchvision ResNet-`depth` (18, 34, 50, 101)."""
+  cfg = ml_collections.ConfigDict(dict(
+      name="resnet",
+      depth=depth,
+      num_classes=1000,
+      width=64,                 # base channels (stage2's 3x3 width); 64 is the paper's
+      small_image_stem=False,   # True: 3x3 stride-1 stem, no max-pool (8-64 px images)
+      dtype="float32",          # compute dtype: float32 | bfloat16 (params stay float32)
+      dropout=0.0,              # head dropout rate (advanced recipe: 0.2)
+      stochastic_depth_survival=1.0,  # survival of the deepest block; 1.0 = off (advanced: 0.9)
+      zero_init_residual=False,  # zero-init each block's last BN scale
+  ))
+  cfg.update(overrides)
+  return cfg
+
+
+def vt_resnet(depth: int, variant: str = "iccv", **overrides) -> ml_collections.ConfigDict:
+  """VT-ResNet-`depth`: ResNet stages 1-4 + VT modules.
+
+  `variant` picks the description the VT modules follow ('iccv' or 'v1') and
+  the per-depth widths chosen to land on the paper's Table 8 (vt_jax.config_lib.presets
+  documents each choice). `overrides` may set top-level fields and `vt=dict(...)`.
+  """
+  vt_overrides = overrides.pop("vt", {})
+  cfg = resnet(depth, **overrides)
+  cfg.name = "vt_resnet"
+  cfg.vt = ml_collections.ConfigDict(dict(
+      variant=variant,          # iccv: published equations; v1: first arXiv pseudo-code
+      modules=None,             # VT modules in stage 5; None -> the ResNet stage-5 block count
+      channels=None,            # C, feature channels; None -> stage-4 output channels
+      tokens=16,                # L
+      token_channels=1024,      # C_T
+      tokenizer="filter",       # first module: filter | pooling | clustering
+      clustering_iterations=3,  # k-means steps of the clustering tokenizer
+      recurrent=True,           # later modules: recurrent tokenizer (iccv) / dynamic (v1)
+      interaction="transformer",  # transformer | graphconv | none
+      projector=True,           # False: the next module tokenizes the unchanged map
+      position_encoding=False,  # v1's encoding of the downsampled spatial attention
+      pe_grid=7,                # position encoding: attention resized to 2g x 2g, conv to g x g
+      pe_channels=49,           # C_p
+      value_groups=1,           # groups of the tokenizer's value map
+      key_groups=1,             # v1 dynamic tokenizer: groups of the key map of X
+      steer_groups=1,           # recurrent tokenizer: groups of W_{T->R}
+      tokenizer_heads=16,       # v1 dynamic tokenizer heads
+      heads=16,                 # token transformer heads
+      qk_channels=None,         # transformer query/key width; None -> C_T
+      qk_groups=1,              # groups of the transformer's query/key maps
+      transformer_value_groups=1,  # v1 only (iccv uses the tokens as values)
+      ffn_hidden=None,          # iccv feed-forward hidden width; None -> C_T
+      ffn_groups=1,             # groups of the feed-forward map(s)
+      projector_heads=16,
+      query_groups=1,           # projector query map (C -> C) groups
+      kv_groups=1,              # projector key/value maps (C_T -> C) groups
+  ))
+  cfg.vt.update(presets.vt_preset(depth, variant))
+  cfg.vt.update(vt_overrides)
+  return cfg

@@ -1,0 +1,39 @@
+"""Model registry: `create_model(config.model) -> flax.linen.Module`.
+
+    model = create_model(config.model)
+    variables = model.init({'params': key}, images, train=False)
+    logits = model.apply(variables, images, train=False)   # images: NHWC float32
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+
+from vt_jax.models.resnet import ResNet
+from vt_jax.models.vt_resnet import VTResNet
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _dtype(config) -> jnp.dtype:
+  if config.dtype not in DTYPES:
+    raise ValueError(f"model.dtype={config.dtype!r}; choose one of {sorted(DTYPES)}")
+  return DTYPES[config.dtype]
+
+
+def _common(config) -> dict:
+  return dict(depth=config.depth, num_classes=config.num_classes, width=config.width,
+              small_image_stem=config.small_image_stem, dropout=config.dropout,
+              stochastic_depth_survival=config.stochastic_depth_survival,
+              zero_init_residual=config.zero_init_residual, dtype=_dtype(config))
+
+
+def create_model(config: ml_collections.ConfigDict):
+  """Builds the flax module that `config` (a `config.model` section) describes."""
+  name = config.get("name")
+  if name == "resnet":
+    return ResNet(**_common(config))
+  if name == "vt_resnet":
+    return VTResNet(vt=ml_collections.FrozenConfigDict(config.vt), **_common(config))
+  raise ValueError(f"model.name={name!r}; choose one of ['resnet', 'vt_resnet']")

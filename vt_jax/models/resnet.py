@@ -1,0 +1,212 @@
+"""ResNet-18/34/50/101 in torchvision's layout (stride on the 3x3 conv of bottlenecks).
+
+Stage names follow the paper's Table 1: stage1 = stem (7x7 conv, BN, ReLU,
+max-pool), stage2..stage5 = torchvision's layer1..layer4, head = average pool
+and fully connected. Padding is explicit (torchvision's symmetric padding, not
+'SAME', which pads stride-2 convs asymmetrically) so imported weights compute
+the same function.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+STAGE_SIZES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+def is_bottleneck(depth: int) -> bool:
+  return depth >= 50
+
+
+def stage_channels(depth: int, width: int) -> tuple[int, ...]:
+  """Output channels of stages 2..5."""
+  expansion = 4 if is_bottleneck(depth) else 1
+  return tuple(width * 2**i * expansion for i in range(4))
+
+
+def check_depth(depth: int) -> None:
+  if depth not in STAGE_SIZES:
+    raise ValueError(f"model.depth={depth}; choose one of {sorted(STAGE_SIZES)}")
+
+
+def batch_norm(train: bool, dtype: Dtype, name: str, zero_init: bool = False) -> nn.BatchNorm:
+  # torchvision: eps 1e-5, running-average momentum 0.1 (flax counts 1 - that).
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      dtype=dtype, name=name,
+                      scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones)
+
+
+def conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str) -> nn.Conv:
+  pad = kernel // 2
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                 padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype,
+                 kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+                 name=name)
+
+
+class StochasticDepth(nn.Module):
+  """Drops a residual branch per example with prob 1 - survival (Huang et al., 2016)."""
+  survival: float
+
+  @nn.compact
+  def __call__(self, branch: jax.Array, train: bool) -> jax.Array:
+    if not train or self.survival >= 1.0:
+      return branch
+    key = self.make_rng("dropout")
+    keep = jax.random.bernoulli(key, self.survival, (branch.shape[0],) + (1,) * (branch.ndim - 1))
+    return branch * keep.astype(branch.dtype) / self.survival
+
+
+class BasicBlock(nn.Module):
+  features: int
+  stride: int = 1
+  survival: float = 1.0
+  zero_init_residual: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    y = conv(self.features, 3, self.stride, self.dtype, "conv1")(x)
+    y = nn.relu(batch_norm(train, self.dtype, "bn1")(y))
+    y = conv(self.features, 3, 1, self.dtype, "conv2")(y)
+    y = batch_norm(train, self.dtype, "bn2", self.zero_init_residual)(y)
+    if self.stride != 1 or x.shape[-1] != self.features:
+      x = conv(self.features, 1, self.stride, self.dtype, "downsample_conv")(x)
+      x = batch_norm(train, self.dtype, "downsample_bn")(x)
+    return nn.relu(x + StochasticDepth(self.survival)(y, train))
+
+
+class Bottleneck(nn.Module):
+  features: int  # the 3x3 conv's width; the block outputs 4x this
+  stride: int = 1
+  survival: float = 1.0
+  zero_init_residual: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    out = self.features * 4
+    y = conv(self.features, 1, 1, self.dtype, "conv1")(x)
+    y = nn.relu(batch_norm(train, self.dtype, "bn1")(y))
+    y = conv(self.features, 3, self.stride, self.dtype, "conv2")(y)
+    y = nn.relu(batch_norm(train, self.dtype, "bn2")(y))
+    y = conv(out, 1, 1, self.dtype, "conv3")(y)
+    y = batch_norm(train, self.dtype, "bn3", self.zero_init_residual)(y)
+    if self.stride != 1 or x.shape[-1] != out:
+      x = conv(out, 1, self.stride, self.dtype, "downsample_conv")(x)
+      x = batch_norm(train, self.dtype, "downsample_bn")(x)
+    return nn.relu(x + StochasticDepth(self.survival)(y, train))
+
+
+class Stem(nn.Module):
+  """stage1: 7x7/2 conv + BN + ReLU + 3x3/2 max-pool, or the small-image 3x3/1 stem."""
+  width: int
+  small_image: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    if self.small_image:
+      x = conv(self.width, 3, 1, self.dtype, "conv1")(x)
+      return nn.relu(batch_norm(train, self.dtype, "bn1")(x))
+    x = conv(self.width, 7, 2, self.dtype, "conv1")(x)
+    x = nn.relu(batch_norm(train, self.dtype, "bn1")(x))
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+class ResNetStage(nn.Module):
+  """One stage of `blocks` residual blocks; the first may downsample."""
+  depth: int
+  features: int
+  blocks: int
+  stride: int
+  survivals: Sequence[float]
+  zero_init_residual: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    block = Bottleneck if is_bottleneck(self.depth) else BasicBlock
+    for i in range(self.blocks):
+      x = block(self.features, self.stride if i == 0 else 1, self.survivals[i],
+                self.zero_init_residual, self.dtype, name=f"block{i + 1}")(x, train)
+    return x
+
+
+def block_survivals(depth: int, final_survival: float) -> list[list[float]]:
+  """Per-block survival, decaying linearly with block index to `final_survival`.
+
+  The linear rule of Huang et al. (2016), as used by EfficientNet-style recipes
+  whose 'survival 0.9' the paper's advanced recipe follows.
+  """
+  sizes = STAGE_SIZES[depth]
+  total = sum(sizes)
+  out, idx = [], 0
+  for n in sizes:
+    out.append([1.0 - (1.0 - final_survival) * (idx + i + 1) / total for i in range(n)])
+    idx += n
+  return out
+
+
+class ResNetBackbone(nn.Module):
+  """Stages 1..`last_stage` of a ResNet: [B, H, W, 3] -> [B, H/s, W/s, C]."""
+  depth: int
+  width: int = 64
+  small_image_stem: bool = False
+  last_stage: int = 5
+  stochastic_depth_survival: float = 1.0
+  zero_init_residual: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool, return_features: bool = False):
+    check_depth(self.depth)
+    x = Stem(self.width, self.small_image_stem, self.dtype, name="stage1")(x.astype(self.dtype),
+                                                                            train)
+    survivals = block_survivals(self.depth, self.stochastic_depth_survival)
+    features = {}
+    for s in range(4):
+      if s + 2 > self.last_stage:
+        break
+      x = ResNetStage(self.depth, self.width * 2**s, STAGE_SIZES[self.depth][s],
+                      1 if s == 0 else 2, survivals[s], self.zero_init_residual, self.dtype,
+                      name=f"stage{s + 2}")(x, train)
+      features[f"stage{s + 2}"] = x
+    return (x, features) if return_features else x
+
+
+class Head(nn.Module):
+  """Dropout + fully connected layer; logits in float32."""
+  num_classes: int
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, pooled: jax.Array, train: bool) -> jax.Array:
+    pooled = nn.Dropout(self.dropout, deterministic=not train)(pooled)
+    return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(pooled).astype(jnp.float32)
+
+
+class ResNet(nn.Module):
+  """torchvision ResNet: [B, H, W, 3] float -> logits [B, num_classes]."""
+  depth: int
+  num_classes: int = 1000
+  width: int = 64
+  small_image_stem: bool = False
+  dropout: float = 0.0
+  stochastic_depth_survival: float = 1.0
+  zero_init_residual: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    x = ResNetBackbone(self.depth, self.width, self.small_image_stem, 5,
+                       self.stochastic_depth_survival, self.zero_init_residual, self.dtype,
+                       name="backbone")(images, train)
+    return Head(self.num_classes, self.dropout, self.dtype, name="head")(x.mean(axis=(1, 2)), train)

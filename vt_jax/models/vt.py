@@ -1,0 +1,401 @@
+"""Visual Transformer modules: tokenizers, token interaction, projector, VT block.
+
+Shapes follow the reference (../shared/VT_REFERENCE.md): the feature map is
+flattened to pixels, X: [batch, pixels, channels]; tokens T: [batch, tokens,
+token_channels]. Parameters are float32; `dtype` is the compute dtype.
+Softmaxes are evaluated in float32 whatever the compute dtype.
+
+Each module sows what the analysis tools need into the `intermediates`
+collection: `spatial_attention` [batch, pixels, tokens] (sums to 1 over
+pixels) and `token_attention` [batch, heads, tokens, tokens].
+
+Two descriptions of the method exist (reference section 1): `iccv` (the
+published equations) and `v1` (the first arXiv version's pseudo-code). Where a
+module differs between them it takes a `variant` field.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+
+# Ops inside this named scope are interpolation, not multiply-accumulates in
+# the paper's sense; the MAC counter (vt_jax/profile.py) skips them.
+INTERPOLATE_SCOPE = "interpolate"
+
+
+def projection(features: int, groups: int, dtype: Dtype, name: str,
+               use_bias: bool = True) -> nn.Module:
+  """A 1x1 (grouped) linear map over the last axis of [batch, n, channels].
+
+  groups == 1 is a Dense layer; groups > 1 is the paper's grouped 1x1 conv,
+  expressed as a kernel-1 Conv over the n axis (flax has no grouped Dense).
+  """
+  if groups == 1:
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, name=name)
+  return nn.Conv(features, kernel_size=(1,), feature_group_count=groups,
+                 use_bias=use_bias, dtype=dtype, name=name)
+
+
+def split_heads(x: jax.Array, heads: int) -> jax.Array:
+  """[batch, n, heads * d] -> [batch, heads, n, d]."""
+  b, n, c = x.shape
+  if c % heads:
+    raise ValueError(f"{c} channels do not split into {heads} heads")
+  return x.reshape(b, n, heads, c // heads).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x: jax.Array) -> jax.Array:
+  """[batch, heads, n, d] -> [batch, n, heads * d]."""
+  b, h, n, d = x.shape
+  return x.transpose(0, 2, 1, 3).reshape(b, n, h * d)
+
+
+def softmax_f32(logits: jax.Array, axis: int) -> jax.Array:
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=axis)
+
+
+def _bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
+  """[size_out, size_in] antialiased bilinear (triangle-kernel) weights; rows sum to 1.
+
+  NumPy rather than jax.image.resize: the matrix is a static constant of the
+  model and must not be traced (the same weights jax.image's 'linear' uses).
+  """
+  scale = size_out / size_in
+  kernel_scale = max(1.0 / scale, 1.0)
+  centres = (np.arange(size_out) + 0.5) / scale - 0.5
+  dist = np.abs(centres[:, None] - np.arange(size_in)[None, :]) / kernel_scale
+  w = np.maximum(0.0, 1.0 - dist)
+  return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def resize_matrix(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+  """[out_pixels, in_pixels] matrix of a separable bilinear resize; rows sum to 1."""
+  rows = _bilinear_matrix(in_hw[0], out_hw[0])
+  cols = _bilinear_matrix(in_hw[1], out_hw[1])
+  m = np.einsum("ai,bj->abij", rows, cols).reshape(out_hw[0] * out_hw[1], -1)
+  return m / m.sum(axis=1, keepdims=True)
+
+
+class PositionEncoding(nn.Module):
+  """v1 position encoding P = downsample(A)^T W_{A->P}.
+
+  Each token's attention over pixels is reshaped to the map (explicitly as
+  [tokens, H, W]), bilinearly resized to a fixed 2g x 2g grid so any input size
+  works, reduced to g x g by one stride-2 3x3 conv shared by all tokens, then
+  flattened and mapped linearly to `channels`.
+
+  [batch, pixels, tokens] -> [batch, tokens, channels]
+  """
+  spatial_shape: tuple[int, int]
+  grid: int = 7
+  channels: int = 49
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, attention: jax.Array) -> jax.Array:
+    b, n, l = attention.shape
+    h, w = self.spatial_shape
+    maps = attention.transpose(0, 2, 1).reshape(b * l, h * w)
+    with jax.named_scope(INTERPOLATE_SCOPE):
+      m = jnp.asarray(resize_matrix((h, w), (2 * self.grid, 2 * self.grid)))
+      maps = jnp.einsum("pn,kn->kp", m, maps.astype(jnp.float32))
+    maps = maps.reshape(b * l, 2 * self.grid, 2 * self.grid, 1).astype(self.dtype)
+    maps = nn.Conv(1, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                   dtype=self.dtype, name="downsample")(maps)
+    maps = maps.reshape(b, l, self.grid * self.grid)
+    return nn.Dense(self.channels, dtype=self.dtype, name="to_channels")(maps)
+
+
+class FilterTokenizer(nn.Module):
+  """Static tokenizer: A = softmax_HW(X W_A), T = A^T (X W_V).
+
+  A^T (X W_V) is evaluated as (A^T X) W_V: the same function (A's columns sum
+  to 1, so even a bias passes through unchanged) at L/HW of the cost.
+  v1: A is scaled by 1/sqrt(C) before the softmax, the value map is a grouped
+  1x1 conv (C -> C), the position encoding is concatenated and a 1x1 conv maps
+  C + C_p -> C_T. iccv: one value map C -> C_T.
+
+  [batch, pixels, channels] -> [batch, tokens, token_channels]
+  """
+  tokens: int
+  token_channels: int
+  spatial_shape: tuple[int, int]
+  variant: str = "iccv"
+  value_groups: int = 1
+  position_encoding: bool = False
+  pe_grid: int = 7
+  pe_channels: int = 49
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    logits = nn.Dense(self.tokens, dtype=self.dtype, name="attention")(x)
+    if self.variant == "v1":
+      logits = logits / math.sqrt(c)
+    a = softmax_f32(logits, axis=1)  # over pixels
+    self.sow("intermediates", "spatial_attention", a)
+    pooled = jnp.einsum("bnl,bnc->blc", a.astype(self.dtype), x)
+    return _value_and_position(self, pooled, a)
+
+
+def _value_and_position(tok: nn.Module, pooled: jax.Array, a: jax.Array) -> jax.Array:
+  """Shared tail of tokenizers: value map, optional position encoding, -> C_T."""
+  c = pooled.shape[-1]
+  if tok.variant == "v1":
+    t = projection(c, tok.value_groups, tok.dtype, "value")(pooled)
+    if tok.position_encoding:
+      p = PositionEncoding(tok.spatial_shape, tok.pe_grid, tok.pe_channels,
+                           tok.dtype, name="position")(a)
+      t = jnp.concatenate([t, p.astype(t.dtype)], axis=-1)
+    return nn.Dense(tok.token_channels, dtype=tok.dtype, name="to_tokens")(t)
+  t = projection(tok.token_channels, tok.value_groups, tok.dtype, "value")(pooled)
+  if tok.position_encoding:
+    p = PositionEncoding(tok.spatial_shape, tok.pe_grid, tok.pe_channels,
+                         tok.dtype, name="position")(a)
+    t = t + nn.Dense(tok.token_channels, dtype=tok.dtype, name="position_to_tokens")(p)
+  return t
+
+
+class PoolingTokenizer(nn.Module):
+  """Ablation: tokens are the feature map bilinearly resized to sqrt(L) x sqrt(L).
+
+  Implemented as T = A^T X with A the (fixed) interpolation matrix so that the
+  spatial attention is available to analysis like every other tokenizer's.
+  """
+  tokens: int
+  token_channels: int
+  spatial_shape: tuple[int, int]
+  variant: str = "iccv"
+  value_groups: int = 1
+  position_encoding: bool = False
+  pe_grid: int = 7
+  pe_channels: int = 49
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    side = math.isqrt(self.tokens)
+    if side * side != self.tokens:
+      raise ValueError(
+          f"pooling tokenizer needs a square token count (model.vt.tokens); got {self.tokens}")
+    m = resize_matrix(self.spatial_shape, (side, side))  # [L, N]
+    a = jnp.broadcast_to(jnp.asarray(m.T), (x.shape[0],) + m.T.shape)
+    self.sow("intermediates", "spatial_attention", a)
+    pooled = jnp.einsum("bnl,bnc->blc", a.astype(self.dtype), x)
+    return _value_and_position(self, pooled, a)
+
+
+class ClusteringTokenizer(nn.Module):
+  """Ablation (appendix C): k-means over pixel features forms the L groups.
+
+  Centroids start at pixels on a fixed spatial grid and take `iterations` hard
+  k-means steps on L2-normalised features. Assignments are not differentiable
+  (stop_gradient); gradients reach X through the cluster means A^T X.
+  """
+  tokens: int
+  token_channels: int
+  spatial_shape: tuple[int, int]
+  variant: str = "iccv"
+  value_groups: int = 1
+  position_encoding: bool = False
+  pe_grid: int = 7
+  pe_channels: int = 49
+  iterations: int = 3
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    b, n, _ = x.shape
+    if self.tokens > n:
+      raise ValueError(f"clustering tokenizer: {self.tokens} tokens > {n} pixels")
+    feats = jax.lax.stop_gradient(x.astype(jnp.float32))
+    feats = feats / (jnp.linalg.norm(feats, axis=-1, keepdims=True) + 1e-6)
+    init = np.linspace(0, n - 1, self.tokens).round().astype(np.int32)
+    centroids = feats[:, init]  # [B, L, C]
+    a = None
+    for _ in range(self.iterations + 1):
+      scores = jnp.einsum("bnc,blc->bnl", feats, centroids)
+      onehot = jax.nn.one_hot(jnp.argmax(scores, axis=-1), self.tokens)
+      counts = onehot.sum(axis=1, keepdims=True)  # [B, 1, L]
+      a = onehot / jnp.maximum(counts, 1.0)
+      new = jnp.einsum("bnl,bnc->blc", a, feats)
+      # An empty cluster keeps its centroid instead of collapsing to zero.
+      centroids = jnp.where(counts.transpose(0, 2, 1) > 0, new, centroids)
+    # Empty clusters: average all pixels so that every column of A sums to 1.
+    a = jnp.where(counts > 0, a, 1.0 / n)
+    a = jax.lax.stop_gradient(a)
+    self.sow("intermediates", "spatial_attention", a)
+    pooled = jnp.einsum("bnl,bnc->blc", a.astype(self.dtype), x)
+    return _value_and_position(self, pooled, a)
+
+
+class RecurrentTokenizer(nn.Module):
+  """Tokenizer steered by the previous module's tokens (iccv form).
+
+  W_R = T_in W_{T->R};  T = softmax_HW(X W_R^T)^T X, then the value map to C_T.
+  [batch, pixels, channels], [batch, tokens, token_channels] -> [batch, tokens, token_channels]
+  """
+  tokens: int
+  token_channels: int
+  spatial_shape: tuple[int, int]
+  variant: str = "iccv"
+  value_groups: int = 1
+  steer_groups: int = 1
+  position_encoding: bool = False
+  pe_grid: int = 7
+  pe_channels: int = 49
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, tokens_in: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    w_r = projection(c, self.steer_groups, self.dtype, "token_to_filter",
+                     use_bias=False)(tokens_in)  # [B, L, C]
+    logits = jnp.einsum("bnc,blc->bnl", x, w_r.astype(x.dtype))
+    a = softmax_f32(logits, axis=1)
+    self.sow("intermediates", "spatial_attention", a)
+    pooled = jnp.einsum("bnl,bnc->blc", a.astype(self.dtype), x)
+    return _value_and_position(self, pooled, a)
+
+
+class DynamicTokenizer(nn.Module):
+  """v1 recurrent ("dynamic") tokenizer: keep half the tokens, re-extract half.
+
+  T_in = [T_a, T_b]; queries = T_a W_{T->R} (C_T -> C); keys = grouped 1x1 conv
+  of X; per head coef_h = softmax_HW(K_h Q_h^T / sqrt(C/h)); new = coef^T V
+  (V: the grouped value map of X); position encoding from coef averaged over
+  heads; map to C_T; output concat(T_b, new), still L tokens.
+  """
+  tokens: int
+  token_channels: int
+  spatial_shape: tuple[int, int]
+  heads: int = 16
+  variant: str = "v1"
+  value_groups: int = 16
+  key_groups: int = 16
+  steer_groups: int = 1
+  position_encoding: bool = True
+  pe_grid: int = 7
+  pe_channels: int = 49
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, tokens_in: jax.Array) -> jax.Array:
+    if self.tokens % 2:
+      raise ValueError(f"v1 dynamic tokenizer needs an even token count; got {self.tokens}")
+    c = x.shape[-1]
+    half = self.tokens // 2
+    t_a, t_b = tokens_in[:, :half], tokens_in[:, half:]
+    q = split_heads(projection(c, self.steer_groups, self.dtype, "token_to_filter")(t_a),
+                    self.heads)
+    k = split_heads(projection(c, self.key_groups, self.dtype, "key")(x), self.heads)
+    v = split_heads(projection(c, self.value_groups, self.dtype, "value")(x), self.heads)
+    logits = jnp.einsum("bhnd,bhld->bhnl", k, q) / math.sqrt(c // self.heads)
+    coef = softmax_f32(logits, axis=2)  # over pixels
+    a = coef.mean(axis=1)  # [B, N, L/2]
+    self.sow("intermediates", "spatial_attention", a)
+    new = merge_heads(jnp.einsum("bhnl,bhnd->bhld", coef.astype(self.dtype), v))
+    if self.position_encoding:
+      p = PositionEncoding(self.spatial_shape, self.pe_grid, self.pe_channels,
+                           self.dtype, name="position")(a)
+      new = jnp.concatenate([new, p.astype(new.dtype)], axis=-1)
+    new = nn.Dense(self.token_channels, dtype=self.dtype, name="to_tokens")(new)
+    return jnp.concatenate([t_b.astype(new.dtype), new], axis=1)
+
+
+class TokenTransformer(nn.Module):
+  """Self-attention among tokens followed by a feed-forward map.
+
+  iccv:  T' = T + softmax_L((T K)(T Q)^T) T ;  T_out = T' + relu(T' F1) F2
+         (values are the tokens themselves; heads split the channels).
+  v1:    k, q = grouped 1x1 C_T -> qk_channels; v = grouped C_T -> C_T;
+         T' = T + attention; T_out = T' + T' F (one linear map, no activation).
+  Deviation (reference decision): logits scaled by 1/sqrt(d_head), not sqrt(L).
+
+  [batch, tokens, C_T] -> [batch, tokens, C_T]; permutation-equivariant in tokens.
+  """
+  heads: int
+  variant: str = "iccv"
+  qk_channels: int | None = None  # None -> C_T
+  qk_groups: int = 1
+  value_groups: int = 1
+  ffn_hidden: int | None = None  # iccv only; None -> C_T
+  ffn_groups: int = 1
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, t: jax.Array) -> jax.Array:
+    ct = t.shape[-1]
+    dqk = self.qk_channels or ct
+    q = split_heads(projection(dqk, self.qk_groups, self.dtype, "query")(t), self.heads)
+    k = split_heads(projection(dqk, self.qk_groups, self.dtype, "key")(t), self.heads)
+    if self.variant == "v1":
+      v = projection(ct, self.value_groups, self.dtype, "value")(t)
+    else:
+      v = t
+    v = split_heads(v, self.heads)
+    logits = jnp.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(dqk // self.heads)
+    w = softmax_f32(logits, axis=-1)  # over key tokens
+    self.sow("intermediates", "token_attention", w)
+    t = t + merge_heads(jnp.einsum("bhij,bhjd->bhid", w.astype(v.dtype), v))
+    if self.variant == "v1":
+      return t + projection(ct, self.ffn_groups, self.dtype, "ffn")(t)
+    hidden = self.ffn_hidden or ct
+    h = nn.relu(projection(hidden, self.ffn_groups, self.dtype, "ffn1")(t))
+    return t + projection(ct, self.ffn_groups, self.dtype, "ffn2")(h)
+
+
+class GraphConv(nn.Module):
+  """Ablation: tokens mixed by a learned, input-independent L x L matrix.
+
+  T_out = T + relu(W_graph T): the interaction weights are fixed after training
+  (unlike attention), which is what the paper's GraphConv ablation isolates.
+  """
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, t: jax.Array) -> jax.Array:
+    l = t.shape[1]
+    w = self.param("graph", nn.initializers.normal(1.0 / l), (l, l), jnp.float32)
+    return t + nn.relu(jnp.einsum("ij,bjc->bic", w.astype(self.dtype), t))
+
+
+class Projector(nn.Module):
+  """X_out = X + softmax_L((X W_Q)(T W_K)^T) (T W_V), multi-head.
+
+  W_Q: grouped 1x1 conv C -> C (reference decision: C -> C, not C -> C_T);
+  W_K, W_V: C_T -> C. Logits scaled by 1/sqrt(d_head) like the transformer.
+  [batch, pixels, C], [batch, tokens, C_T] -> [batch, pixels, C]
+  """
+  heads: int
+  query_groups: int = 1
+  kv_groups: int = 1
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    q = split_heads(projection(c, self.query_groups, self.dtype, "query")(x), self.heads)
+    k = split_heads(projection(c, self.kv_groups, self.dtype, "key")(t), self.heads)
+    v = split_heads(projection(c, self.kv_groups, self.dtype, "value")(t), self.heads)
+    logits = jnp.einsum("bhnd,bhld->bhnl", q, k) / math.sqrt(c // self.heads)
+    w = softmax_f32(logits, axis=-1)  # over tokens
+    self.sow("intermediates", "projector_attention", w)
+    return x + merge_heads(jnp.einsum("bhnl,bhld->bhnd", w.astype(v.dtype), v))
+
+
+TOKENIZERS = {
+    "filter": FilterTokenizer,
+    "pooling": PoolingTokenizer,
+    "clustering": ClusteringTokenizer,
+}
+INTERACTIONS = ("transformer", "graphconv", "none")

@@ -1,0 +1,61 @@
+"""VT-ResNet (reference section 2.1): ResNet stages 1-4, then VT modules as stage 5.
+
+Stage 5 has as many VT modules as the ResNet's stage 5 had blocks (2 for R18,
+3 otherwise). The first module tokenizes with cfg.tokenizer (filter by
+default), later ones recurrently. The head averages the last module's tokens,
+applies dropout and a dense layer. The last module's projector is not built:
+its output feature map is read by nothing, so it would only add dead
+parameters and MACs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vt_jax.models import resnet
+from vt_jax.models.vt_block import VTBlock
+
+Dtype = Any
+
+
+class VTStage(nn.Module):
+  """[B, H, W, C] -> tokens [B, L, C_T] through `modules` VT blocks."""
+  cfg: Any  # FrozenConfigDict model.vt
+  modules: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    tokens = None
+    for i in range(self.modules):
+      last = i == self.modules - 1
+      x, tokens = VTBlock(self.cfg, first=i == 0, project=not last, dtype=self.dtype,
+                          name=f"vt{i + 1}")(x, tokens)
+    return tokens
+
+
+class VTResNet(nn.Module):
+  """[B, H, W, 3] float -> logits [B, num_classes]."""
+  depth: int
+  vt: Any  # FrozenConfigDict
+  num_classes: int = 1000
+  width: int = 64
+  small_image_stem: bool = False
+  dropout: float = 0.0
+  stochastic_depth_survival: float = 1.0
+  zero_init_residual: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    x = resnet.ResNetBackbone(self.depth, self.width, self.small_image_stem, 4,
+                              self.stochastic_depth_survival, self.zero_init_residual,
+                              self.dtype, name="backbone")(images, train)
+    modules = self.vt.modules or resnet.STAGE_SIZES[self.depth][3]
+    tokens = VTStage(self.vt, modules, self.dtype, name="stage5")(x)
+    return resnet.Head(self.num_classes, self.dropout, self.dtype, name="head")(
+        tokens.mean(axis=1), train)
