@@ -42,7 +42,23 @@ def _stage_of(path) -> str:
   raise ValueError(f"operation at {'/'.join(path)!r} is in no stage (stage1-5, head)")
 
 
-def _eqn_macs(eqn) -> int:
+def _valid_taps(eqn) -> int:
+  """Kernel taps per output feature that land inside the input (not in padding)."""
+  dn = eqn.params["dimension_numbers"]
+  lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
+  out = eqn.outvars[0].aval.shape
+  total = 1
+  for i, (lo, _) in enumerate(eqn.params["padding"]):
+    size_in, k = lhs[dn.lhs_spec[2 + i]], rhs[dn.rhs_spec[2 + i]]
+    size_out, stride = out[dn.out_spec[2 + i]], eqn.params["window_strides"][i]
+    dil = eqn.params["rhs_dilation"][i]
+    total *= sum(1 for o in range(size_out) for t in range(k)
+                 if 0 <= o * stride - lo + t * dil < size_in)
+  batch = out[dn.out_spec[0]]
+  return batch * total * rhs[dn.rhs_spec[1]]
+
+
+def _eqn_macs(eqn, count_padding: bool = True) -> int:
   out = eqn.outvars[0].aval.shape
   if eqn.primitive.name == "dot_general":
     (lhs_contract, _), _ = eqn.params["dimension_numbers"]
@@ -51,33 +67,39 @@ def _eqn_macs(eqn) -> int:
   if eqn.primitive.name == "conv_general_dilated":
     rhs = eqn.invars[1].aval.shape
     out_feature_dim = eqn.params["dimension_numbers"].rhs_spec[0]
+    if not count_padding:
+      return _valid_taps(eqn) * rhs[out_feature_dim]
     per_output = int(np.prod(rhs)) // rhs[out_feature_dim]
     return int(np.prod(out)) * per_output
   return 0
 
 
-def _walk(jaxpr, prefix, totals):
+def _walk(jaxpr, prefix, totals, count_padding=True):
   for eqn in jaxpr.eqns:
     stack = str(eqn.source_info.name_stack)
     path = tuple(p for p in (prefix + "/" + stack).split("/") if p)
     if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
       if any(INTERPOLATE_SCOPE == p.split("(")[0] for p in path):
         continue
-      totals[_stage_of(path)] += _eqn_macs(eqn)
+      totals[_stage_of(path)] += _eqn_macs(eqn, count_padding)
     for param in eqn.params.values():
       sub = getattr(param, "jaxpr", None)
       if sub is not None:
-        _walk(getattr(sub, "jaxpr", sub), "/".join(path), totals)
+        _walk(getattr(sub, "jaxpr", sub), "/".join(path), totals, count_padding)
       elif hasattr(param, "eqns"):
-        _walk(param, "/".join(path), totals)
+        _walk(param, "/".join(path), totals, count_padding)
 
 
-def count_macs(model, variables, resolution: int) -> dict[str, int]:
-  """MACs per stage of one forward pass of one image at `resolution`."""
+def count_macs(model, variables, resolution: int, count_padding: bool = True) -> dict[str, int]:
+  """MACs per stage of one forward pass of one image at `resolution`.
+
+  count_padding=False skips conv taps that fall in the zero padding, as XLA's
+  cost analysis does (the paper and torchvision count them).
+  """
   images = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
   closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, images)
   totals = defaultdict(int)
-  _walk(closed.jaxpr, "", totals)
+  _walk(closed.jaxpr, "", totals, count_padding)
   return {s: totals.get(s, 0) for s in STAGES}
 
 
