@@ -144,10 +144,57 @@ def format_table(result: dict) -> str:
   return "\n".join(lines)
 
 
+def app_usage_error(msg):
+  from absl import app  # pylint: disable=g-import-not-at-top
+  return app.UsageError(msg)
+
+
+# Table 8 of the paper (GMACs, M params) and torchvision's exact ResNets.
+PAPER = {
+    "resnet18": (1.814073344, 11.689512), "resnet34": (3.663761408, 21.797672),
+    "resnet50": (4.089184256, 25.557032), "resnet101": (7.801405440, 44.549160),
+    "vt_r18": (1.569, 11.7), "vt_r34": (3.236, 19.2), "vt_r50": (3.412, 21.4),
+    "vt_r101": (7.129, 41.5),
+}
+
+
+def paper_table(config_dir: str = "configs", resolution: int = 224) -> str:
+  """Markdown table: paper vs vt_jax for the eight model configs (and v1 variants)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  rows = ["| model | paper GMACs | vt_jax GMACs | diff | paper params (M) | vt_jax params (M) "
+          "| diff | stage-5 MACs vs ResNet |", "|---|---|---|---|---|---|---|---|"]
+  stage5 = {}
+  for name, (gmacs, mparams) in PAPER.items():
+    spec = importlib.util.spec_from_file_location(name, os.path.join(config_dir, name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for arg in ([None, "v1", "tokens=16"] if name in ("vt_r50", "vt_r101") else
+                [None, "v1"] if name.startswith("vt") else [None]):
+      r = profile(module.get_config(arg).model, resolution)
+      depth = name.replace("vt_r", "").replace("resnet", "")
+      if name.startswith("resnet"):
+        stage5[depth] = r["stages"]["stage5"]["macs"]
+        ratio = ""
+      else:
+        ratio = f"{stage5[depth] / r['stages']['stage5']['macs']:.2f}x fewer"
+      label = name + (f":{arg}" if arg else "")
+      rows.append(f"| {label} | {gmacs:.3f} | {r['macs'] / 1e9:.3f} | "
+                  f"{(r['macs'] / 1e9 / gmacs - 1) * 100:+.1f}% | {mparams:.1f} | "
+                  f"{r['params'] / 1e6:.2f} | {(r['params'] / 1e6 / mparams - 1) * 100:+.1f}% | "
+                  f"{ratio} |")
+  return "\n".join(rows)
+
+
 def main(argv):
   del argv
   from absl import flags
+  if flags.FLAGS.paper_table:
+    print(paper_table(resolution=flags.FLAGS.resolution))
+    return
   cfg = flags.FLAGS.config
+  if cfg is None:
+    raise app_usage_error("--config=FILE is required (or --paper_table)")
   result = profile(cfg.model, flags.FLAGS.resolution)
   if flags.FLAGS.json:
     print(json.dumps(result))
@@ -161,5 +208,6 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Config file (FILE[:ARG]).", lock_config=True)
   flags.DEFINE_integer("resolution", 224, "Square input size in pixels.")
   flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
-  flags.mark_flags_as_required(["config"])
+  flags.DEFINE_bool("paper_table", False,
+                    "Print the README's paper-vs-vt_jax markdown table (all model configs).")
   app.run(main)

@@ -86,3 +86,12 @@ def test_profile_cli_json_is_one_object_on_the_last_line():
   assert sorted(result["stages"]) == ["head", "stage1", "stage2", "stage3", "stage4", "stage5"]
   assert result["resolution"] == 224 and result["model"] == "resnet18"
   assert sum(s["macs"] for s in result["stages"].values()) == result["macs"]
+
+
+def test_paper_table_rows_match_profile():
+  table = profile.paper_table()
+  rows = {r.split("|")[1].strip(): r for r in table.splitlines()[2:]}
+  assert "| 1.814 | 1.814 | +0.0% |" in rows["resnet18"]
+  vt18 = profile.profile(model_configs.vt_resnet(18))
+  assert f"| {vt18['macs'] / 1e9:.3f} |" in rows["vt_r18"]
+  assert set(rows) >= {"vt_r50:tokens=16", "vt_r101:v1", "resnet101"}
