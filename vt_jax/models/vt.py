@@ -114,16 +114,13 @@ class PositionEncoding(nn.Module):
     return nn.Dense(self.channels, dtype=self.dtype, name="to_channels")(maps)
 
 
-class FilterTokenizer(nn.Module):
-  """Static tokenizer: A = softmax_HW(X W_A), T = A^T (X W_V).
+class Tokenizer(nn.Module):
+  """Fields and tail shared by every tokenizer.
 
-  A^T (X W_V) is evaluated as (A^T X) W_V: the same function (A's columns sum
-  to 1, so even a bias passes through unchanged) at L/HW of the cost.
-  v1: A is scaled by 1/sqrt(C) before the softmax, the value map is a grouped
-  1x1 conv (C -> C), the position encoding is concatenated and a 1x1 conv maps
-  C + C_p -> C_T. iccv: one value map C -> C_T.
-
-  [batch, pixels, channels] -> [batch, tokens, token_channels]
+  The tail maps pooled pixel features [batch, tokens, C] to tokens
+  [batch, tokens, C_T]: v1 applies a (grouped) value map C -> C, concatenates
+  the position encoding and maps C + C_p -> C_T with a 1x1 conv; iccv applies
+  one value map C -> C_T and adds the (optional) encoding mapped to C_T.
   """
   tokens: int
   token_channels: int
@@ -134,6 +131,36 @@ class FilterTokenizer(nn.Module):
   pe_grid: int = 7
   pe_channels: int = 49
   dtype: Dtype = jnp.float32
+
+  def position(self, a: jax.Array) -> jax.Array:
+    return PositionEncoding(self.spatial_shape, self.pe_grid, self.pe_channels, self.dtype,
+                            name="position")(a)
+
+  def value_and_position(self, pooled: jax.Array, a: jax.Array) -> jax.Array:
+    c = pooled.shape[-1]
+    v1 = self.variant == "v1"
+    t = projection(c if v1 else self.token_channels, self.value_groups, self.dtype,
+                   "value")(pooled)
+    if self.position_encoding:
+      p = self.position(a).astype(t.dtype)
+      if v1:
+        t = jnp.concatenate([t, p], axis=-1)
+      else:
+        t = t + nn.Dense(self.token_channels, dtype=self.dtype, name="position_to_tokens")(p)
+    if v1:
+      t = nn.Dense(self.token_channels, dtype=self.dtype, name="to_tokens")(t)
+    return t
+
+
+class FilterTokenizer(Tokenizer):
+  """Static tokenizer: A = softmax_HW(X W_A), T = A^T (X W_V).
+
+  A^T (X W_V) is evaluated as (A^T X) W_V: the same function (A's columns sum
+  to 1, so even a bias passes through unchanged) at L/HW of the cost.
+  v1: A is scaled by 1/sqrt(C) before the softmax.
+
+  [batch, pixels, channels] -> [batch, tokens, token_channels]
+  """
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -144,42 +171,15 @@ class FilterTokenizer(nn.Module):
     a = softmax_f32(logits, axis=1)  # over pixels
     self.sow("intermediates", "spatial_attention", a)
     pooled = jnp.einsum("bnl,bnc->blc", a.astype(self.dtype), x)
-    return _value_and_position(self, pooled, a)
+    return self.value_and_position(pooled, a)
 
 
-def _value_and_position(tok: nn.Module, pooled: jax.Array, a: jax.Array) -> jax.Array:
-  """Shared tail of tokenizers: value map, optional position encoding, -> C_T."""
-  c = pooled.shape[-1]
-  if tok.variant == "v1":
-    t = projection(c, tok.value_groups, tok.dtype, "value")(pooled)
-    if tok.position_encoding:
-      p = PositionEncoding(tok.spatial_shape, tok.pe_grid, tok.pe_channels,
-                           tok.dtype, name="position")(a)
-      t = jnp.concatenate([t, p.astype(t.dtype)], axis=-1)
-    return nn.Dense(tok.token_channels, dtype=tok.dtype, name="to_tokens")(t)
-  t = projection(tok.token_channels, tok.value_groups, tok.dtype, "value")(pooled)
-  if tok.position_encoding:
-    p = PositionEncoding(tok.spatial_shape, tok.pe_grid, tok.pe_channels,
-                         tok.dtype, name="position")(a)
-    t = t + nn.Dense(tok.token_channels, dtype=tok.dtype, name="position_to_tokens")(p)
-  return t
-
-
-class PoolingTokenizer(nn.Module):
+class PoolingTokenizer(Tokenizer):
   """Ablation: tokens are the feature map bilinearly resized to sqrt(L) x sqrt(L).
 
   Implemented as T = A^T X with A the (fixed) interpolation matrix so that the
   spatial attention is available to analysis like every other tokenizer's.
   """
-  tokens: int
-  token_channels: int
-  spatial_shape: tuple[int, int]
-  variant: str = "iccv"
-  value_groups: int = 1
-  position_encoding: bool = False
-  pe_grid: int = 7
-  pe_channels: int = 49
-  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -191,26 +191,17 @@ class PoolingTokenizer(nn.Module):
     a = jnp.broadcast_to(jnp.asarray(m.T), (x.shape[0],) + m.T.shape)
     self.sow("intermediates", "spatial_attention", a)
     pooled = jnp.einsum("bnl,bnc->blc", a.astype(self.dtype), x)
-    return _value_and_position(self, pooled, a)
+    return self.value_and_position(pooled, a)
 
 
-class ClusteringTokenizer(nn.Module):
+class ClusteringTokenizer(Tokenizer):
   """Ablation (appendix C): k-means over pixel features forms the L groups.
 
   Centroids start at pixels on a fixed spatial grid and take `iterations` hard
   k-means steps on L2-normalised features. Assignments are not differentiable
   (stop_gradient); gradients reach X through the cluster means A^T X.
   """
-  tokens: int
-  token_channels: int
-  spatial_shape: tuple[int, int]
-  variant: str = "iccv"
-  value_groups: int = 1
-  position_encoding: bool = False
-  pe_grid: int = 7
-  pe_channels: int = 49
   iterations: int = 3
-  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -235,25 +226,16 @@ class ClusteringTokenizer(nn.Module):
     a = jax.lax.stop_gradient(a)
     self.sow("intermediates", "spatial_attention", a)
     pooled = jnp.einsum("bnl,bnc->blc", a.astype(self.dtype), x)
-    return _value_and_position(self, pooled, a)
+    return self.value_and_position(pooled, a)
 
 
-class RecurrentTokenizer(nn.Module):
+class RecurrentTokenizer(Tokenizer):
   """Tokenizer steered by the previous module's tokens (iccv form).
 
   W_R = T_in W_{T->R};  T = softmax_HW(X W_R^T)^T X, then the value map to C_T.
   [batch, pixels, channels], [batch, tokens, token_channels] -> [batch, tokens, token_channels]
   """
-  tokens: int
-  token_channels: int
-  spatial_shape: tuple[int, int]
-  variant: str = "iccv"
-  value_groups: int = 1
   steer_groups: int = 1
-  position_encoding: bool = False
-  pe_grid: int = 7
-  pe_channels: int = 49
-  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, tokens_in: jax.Array) -> jax.Array:
@@ -264,10 +246,10 @@ class RecurrentTokenizer(nn.Module):
     a = softmax_f32(logits, axis=1)
     self.sow("intermediates", "spatial_attention", a)
     pooled = jnp.einsum("bnl,bnc->blc", a.astype(self.dtype), x)
-    return _value_and_position(self, pooled, a)
+    return self.value_and_position(pooled, a)
 
 
-class DynamicTokenizer(nn.Module):
+class DynamicTokenizer(Tokenizer):
   """v1 recurrent ("dynamic") tokenizer: keep half the tokens, re-extract half.
 
   T_in = [T_a, T_b]; queries = T_a W_{T->R} (C_T -> C); keys = grouped 1x1 conv
@@ -275,18 +257,12 @@ class DynamicTokenizer(nn.Module):
   (V: the grouped value map of X); position encoding from coef averaged over
   heads; map to C_T; output concat(T_b, new), still L tokens.
   """
-  tokens: int
-  token_channels: int
-  spatial_shape: tuple[int, int]
-  heads: int = 16
   variant: str = "v1"
   value_groups: int = 16
+  position_encoding: bool = True
+  heads: int = 16
   key_groups: int = 16
   steer_groups: int = 1
-  position_encoding: bool = True
-  pe_grid: int = 7
-  pe_channels: int = 49
-  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, tokens_in: jax.Array) -> jax.Array:
@@ -305,9 +281,7 @@ class DynamicTokenizer(nn.Module):
     self.sow("intermediates", "spatial_attention", a)
     new = merge_heads(jnp.einsum("bhnl,bhnd->bhld", coef.astype(self.dtype), v))
     if self.position_encoding:
-      p = PositionEncoding(self.spatial_shape, self.pe_grid, self.pe_channels,
-                           self.dtype, name="position")(a)
-      new = jnp.concatenate([new, p.astype(new.dtype)], axis=-1)
+      new = jnp.concatenate([new, self.position(a).astype(new.dtype)], axis=-1)
     new = nn.Dense(self.token_channels, dtype=self.dtype, name="to_tokens")(new)
     return jnp.concatenate([t_b.astype(new.dtype), new], axis=1)
 
