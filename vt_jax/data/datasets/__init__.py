@@ -9,3 +9,4 @@ Manual (read the official files from tfds manual_dir):
 """
 
 from vt_jax.data.datasets import digits
+from vt_jax.data.datasets import digit_scenes
