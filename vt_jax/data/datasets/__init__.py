@@ -8,5 +8,7 @@ Manual (read the official files from tfds manual_dir):
   coco_stuff      COCO-Stuff 164k, 171 classes, 255 = unlabeled.
 """
 
-from vt_jax.data.datasets import digits
+from vt_jax.data.datasets import coco_stuff
 from vt_jax.data.datasets import digit_scenes
+from vt_jax.data.datasets import digits
+from vt_jax.data.datasets import lip
