@@ -58,3 +58,13 @@ def test_split_is_stratified():
 def test_unknown_split_error_names_dataset():
   with pytest.raises(ValueError, match=r"digits: unknown split 'validation'"):
     digits.load_split('validation')
+
+
+def test_importing_package_registers_all_builders():
+  names = tfds.list_builders(with_community_datasets=False)
+  for name in ('digits', 'digit_scenes', 'lip', 'coco_stuff'):
+    assert name in names
+  meta = vt_jax.data.datasets.SEGMENTATION
+  assert (meta['digit_scenes'].num_classes, meta['lip'].num_classes,
+          meta['coco_stuff'].num_classes) == (11, 20, 171)
+  assert {m.ignore_label for m in meta.values()} == {255}

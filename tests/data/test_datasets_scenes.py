@@ -101,3 +101,14 @@ def test_bad_config_is_named():
   config = _small_config(name='bad', min_digit_frac=0.6, max_digit_frac=0.5)
   with pytest.raises(ValueError, match='digit_scenes/bad'):
     digit_scenes.DigitScenes(config=config, data_dir='/nonexistent')._split_generators(None)
+
+
+def test_clutter_only_in_clutter_configs(built, tmp_path):
+  plain, _ = _build(tmp_path, _small_config(name='test32', clutter=False, num_train=40,
+                                            num_test=1))
+  for e in plain['train']:
+    assert len(e['clutter_ids']) == 0
+    # Without clutter, background pixels are at most a digit's faint rim.
+    assert e['image'][e['mask'] == 0].max() < digit_scenes.MASK_THRESHOLD
+  cluttered, _ = built
+  assert max(e['image'][e['mask'] == 0].max() for e in cluttered['train']) > 200
