@@ -100,7 +100,8 @@ def _vt_block(t: _Tally, v, first: bool, project: bool, n: int, c_in: int):
     if v.tokenizer == "filter":
       t.linear(n, c, l)
     elif v.tokenizer == "clustering":
-      t.matmul((v.clustering_iterations + 1) * 2 * n * l * c)
+      # each update: scores + cluster means; then a final assignment.
+      t.matmul(v.clustering_iterations * 2 * n * l * c + n * l * c)
     t.matmul(l * n * c)  # pooled tokens A^T X
     _value_tail(t, v, l, c)
   elif v.variant == "v1":

@@ -82,6 +82,26 @@ def _walk(jaxpr, prefix, totals, count_padding=True):
       if any(INTERPOLATE_SCOPE == p.split("(")[0] for p in path):
         continue
       totals[_stage_of(path)] += _eqn_macs(eqn, count_padding)
+    if eqn.primitive.name == "cond":
+      # One branch runs: count the most expensive one.
+      branch_totals = []
+      for branch in eqn.params["branches"]:
+        t = defaultdict(int)
+        _walk(getattr(branch, "jaxpr", branch), "/".join(path), t, count_padding)
+        branch_totals.append(t)
+      for stage, macs in max(branch_totals, key=lambda t: sum(t.values())).items():
+        totals[stage] += macs
+      continue
+    if eqn.primitive.name == "scan":
+      body = defaultdict(int)
+      _walk(eqn.params["jaxpr"].jaxpr, "/".join(path), body, count_padding)
+      for stage, macs in body.items():
+        totals[stage] += macs * eqn.params["length"]
+      continue
+    if eqn.primitive.name == "while":
+      raise NotImplementedError(
+          f"MACs of a while loop at {'/'.join(path)!r} depend on its trip count; "
+          "unroll it (a Python loop) so the profile can count it")
     for param in eqn.params.values():
       sub = getattr(param, "jaxpr", None)
       if sub is not None:

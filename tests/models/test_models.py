@@ -153,6 +153,9 @@ def test_bad_model_fields_name_the_field(field, value, msg):
 @pytest.mark.parametrize("field,value,msg", [
     ("tokenizer", "kmeans", "model.vt.tokenizer='kmeans'"),
     ("interaction", "mlp", "model.vt.interaction='mlp'"),
+    ("variant", "V1", "model.vt.variant='V1'"),
+    ("modules", 0, "model.vt.modules=0"),
+    ("qk_groups", 3, "model.vt.qk_groups=3"),
 ])
 def test_bad_vt_fields_name_the_field(field, value, msg):
   cfg = tiny_vt()
@@ -173,3 +176,46 @@ def test_config_variant_args():
   assert isinstance(v1, ml_collections.ConfigDict)
   with pytest.raises(ValueError, match="unknown config arg"):
     mod.get_config("v2")
+
+
+@pytest.mark.parametrize("variant", ["iccv", "v1"])
+def test_non_square_inputs(variant):
+  cfg = tiny_vt(variant, vt=dict(position_encoding=True))
+  model = models.create_model(cfg)
+  images = jax.random.normal(jax.random.key(1), (2, 24, 40, 3))
+  variables = model.init(jax.random.key(0), images)
+  _, state = model.apply(variables, images, mutable=["intermediates"])
+  a = state["intermediates"]["stage5"]["vt1"]["tokenizer"]["spatial_attention"][0]
+  assert a.shape[1] == 6 * 10  # stride 4 with the small stem
+  assert a.dtype == jnp.float32
+
+
+def test_stochastic_depth_reaches_configured_survival_on_built_blocks():
+  from vt_jax.models import resnet
+  full = resnet.block_survivals(18, 0.9)
+  assert full[-1][-1] == pytest.approx(0.9) and full[0][0] > 0.98
+  vt_part = resnet.block_survivals(18, 0.9, last_stage=4)
+  assert len(vt_part) == 3 and vt_part[-1][-1] == pytest.approx(0.9)
+  assert all(a > b for a, b in zip(sum(vt_part, [])[:-1], sum(vt_part, [])[1:]))
+
+
+def test_stochastic_depth_drops_at_the_survival_rate_and_is_identity_in_eval():
+  from vt_jax.models import resnet
+  sd = resnet.StochasticDepth(0.75)
+  branch = jnp.ones((4000, 2, 2, 1))
+  out = sd.apply({}, branch, train=True, rngs={"dropout": jax.random.key(0)})
+  kept = np.asarray(out[:, 0, 0, 0] > 0)
+  assert abs(kept.mean() - 0.75) < 0.03
+  np.testing.assert_allclose(np.asarray(out)[kept], 1 / 0.75, rtol=1e-6)  # rescaled
+  np.testing.assert_array_equal(sd.apply({}, branch, train=False), branch)
+
+
+def test_bfloat16_softmax_runs_in_float32():
+  cfg = tiny_vt()
+  cfg.dtype = "bfloat16"
+  model = models.create_model(cfg)
+  images = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+  variables = model.init(jax.random.key(0), images)
+  _, state = model.apply(variables, images, mutable=["intermediates"])
+  leaves = jax.tree_util.tree_leaves(state["intermediates"])
+  assert leaves and all(x.dtype == jnp.float32 for x in leaves)

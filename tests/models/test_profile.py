@@ -50,6 +50,8 @@ def _configs():
   yield model_configs.vt_resnet(18, "iccv", vt=dict(position_encoding=True, value_groups=4,
                                                     steer_groups=2, ffn_groups=2)), 160
   yield model_configs.vt_resnet(18, "v1", **small, vt=dict(token_channels=64, tokens=8)), 32
+  yield model_configs.vt_resnet(18, vt=dict(channels=96, modules=3)), 224
+  yield model_configs.vt_resnet(18, "v1", vt=dict(tokenizer="clustering", modules=1)), 224
   for tokenizer, interaction, rec in [("pooling", "graphconv", True),
                                       ("clustering", "none", False)]:
     yield model_configs.vt_resnet(18, vt=dict(tokenizer=tokenizer, interaction=interaction,
@@ -95,3 +97,22 @@ def test_paper_table_rows_match_profile():
   vt18 = profile.profile(model_configs.vt_resnet(18))
   assert f"| {vt18['macs'] / 1e9:.3f} |" in rows["vt_r18"]
   assert set(rows) >= {"vt_r50:tokens=16", "vt_r101:v1", "resnet101"}
+
+
+def test_mac_walk_counts_cond_and_scan_bodies():
+  import flax.linen as nn
+
+  class Toy(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+      with jax.named_scope("stage5"):
+        w = jnp.ones((8, 8))
+        y = jax.lax.cond(x.sum() > 0, lambda v: v @ w @ w, lambda v: v @ w, x)  # max: 2 matmuls
+        y, _ = jax.lax.scan(lambda c, _: (c @ w, None), y, None, length=3)
+      return y
+
+  closed = jax.make_jaxpr(lambda x: Toy().apply({}, x))(jnp.ones((1, 8)))
+  from collections import defaultdict
+  totals = defaultdict(int)
+  profile._walk(closed.jaxpr, "", totals)  # pylint: disable=protected-access
+  assert totals["stage5"] == (2 + 3) * 64

@@ -160,9 +160,9 @@ def test_grouped_projection_is_block_diagonal():
   x = feature_map()
   layer = vt.projection(8, 4, jnp.float32, "p")
   variables = layer.init(jax.random.key(0), x)
-  kernel = variables["params"]["kernel"][0]  # [C/groups, out]
+  kernel = variables["params"]["conv"]["kernel"][0]  # [C/groups, out]
   ref = np.concatenate([np.asarray(x[..., g * 4:(g + 1) * 4]) @ np.asarray(kernel[:, g * 2:(g + 1) * 2])
-                        for g in range(4)], axis=-1) + np.asarray(variables["params"]["bias"])
+                        for g in range(4)], axis=-1) + np.asarray(variables["params"]["conv"]["bias"])
   np.testing.assert_allclose(layer.apply(variables, x), ref, rtol=1e-5, atol=1e-5)
 
 
@@ -179,3 +179,76 @@ def test_bad_token_counts_fail_clearly():
   with pytest.raises(ValueError, match="even token count"):
     vt.DynamicTokenizer(5, CT, (H, W), heads=4).init(
         jax.random.key(0), feature_map(), token_batch(l=5))
+
+
+def test_resize_matrix_upsamples_like_jax_image_resize():
+  m = vt.resize_matrix((3, 4), (14, 9))
+  img = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+  ref = jax.image.resize(img, (14, 9), "linear", antialias=True)
+  np.testing.assert_allclose((m @ img.reshape(-1)).reshape(14, 9), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_projector_matches_per_head_reference():
+  x, t = feature_map(), token_batch()
+  heads = 4
+  module = vt.Projector(heads=heads)
+  out, _, variables = run(module, x, t)
+  p = jax.tree_util.tree_map(np.asarray, variables["params"])
+  q = np.asarray(x) @ p["query"]["kernel"] + p["query"]["bias"]
+  k = np.asarray(t) @ p["key"]["kernel"] + p["key"]["bias"]
+  v = np.asarray(t) @ p["value"]["kernel"] + p["value"]["bias"]
+  d = C // heads
+  expected = np.array(x)
+  for h in range(heads):
+    sl = slice(h * d, (h + 1) * d)
+    w = jax.nn.softmax(np.einsum("bnd,bld->bnl", q[..., sl], k[..., sl]) / np.sqrt(d), axis=-1)
+    expected[..., sl] += np.einsum("bnl,bld->bnd", w, v[..., sl])
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_iccv_transformer_matches_per_head_reference():
+  t = token_batch()
+  heads = 3
+  module = vt.TokenTransformer(heads=heads, ffn_hidden=10)
+  out, _, variables = run(module, t)
+  p = jax.tree_util.tree_map(np.asarray, variables["params"])
+  tn = np.asarray(t)
+  q = tn @ p["query"]["kernel"] + p["query"]["bias"]
+  k = tn @ p["key"]["kernel"] + p["key"]["bias"]
+  d = CT // heads
+  mid = np.array(tn)
+  for h in range(heads):
+    sl = slice(h * d, (h + 1) * d)
+    w = jax.nn.softmax(np.einsum("bid,bjd->bij", q[..., sl], k[..., sl]) / np.sqrt(d), axis=-1)
+    mid[..., sl] += np.einsum("bij,bjd->bid", w, tn[..., sl])  # values are the tokens
+  hidden = np.maximum(mid @ p["ffn1"]["kernel"] + p["ffn1"]["bias"], 0)
+  expected = mid + hidden @ p["ffn2"]["kernel"] + p["ffn2"]["bias"]
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_position_encoding_reads_each_tokens_own_map():
+  """P[l] depends only on token l's attention column, laid out as [H, W]."""
+  module = vt.PositionEncoding((H, W), grid=2, channels=3)
+  a = jax.nn.softmax(jax.random.normal(jax.random.key(0), (1, H * W, L)), axis=1)
+  variables = module.init(jax.random.key(1), a)
+  p = module.apply(variables, a)
+  a2 = a.at[:, :, 2].set(jnp.roll(a[:, :, 2], 3))  # change token 2's map only
+  p2 = module.apply(variables, a2)
+  changed = np.abs(np.asarray(p2 - p)).max(axis=-1)[0]
+  assert changed[2] > 1e-6 and np.all(np.delete(changed, 2) == 0)
+  # A map that is spatially transposed differs: the layout is (H, W), not flat.
+  flipped = a.reshape(1, H, W, L)[:, ::-1].reshape(1, H * W, L)
+  assert float(jnp.abs(module.apply(variables, flipped) - p).max()) > 1e-6
+
+
+@pytest.mark.parametrize("build,msg", [
+    (lambda: vt.FilterTokenizer(L, CT, (H, W), value_groups=5), "model.vt.value_groups=5"),
+    (lambda: vt.Projector(heads=5), "model.vt.projector_heads=5"),
+    (lambda: vt.TokenTransformer(heads=5), "model.vt.heads=5"),
+])
+def test_divisibility_errors_name_the_field(build, msg):
+  module = build()
+  inputs = (feature_map(),) if isinstance(module, vt.FilterTokenizer) else \
+      (token_batch(),) if isinstance(module, vt.TokenTransformer) else (feature_map(), token_batch())
+  with pytest.raises(ValueError, match=msg):
+    module.init(jax.random.key(0), *inputs)

@@ -29,11 +29,23 @@ def _common(config) -> dict:
               zero_init_residual=config.zero_init_residual, dtype=_dtype(config))
 
 
+def _check_vt(vt) -> None:
+  if vt.variant not in ("iccv", "v1"):
+    raise ValueError(f"model.vt.variant={vt.variant!r}; choose 'iccv' or 'v1'")
+  if vt.modules is not None and vt.modules < 1:
+    raise ValueError(f"model.vt.modules={vt.modules}; need at least one VT module "
+                     "(None: as many as the ResNet's stage 5 has blocks)")
+  if vt.tokens < 1 or vt.token_channels < 1:
+    raise ValueError(f"model.vt.tokens={vt.tokens}, model.vt.token_channels="
+                     f"{vt.token_channels}: both must be positive")
+
+
 def create_model(config: ml_collections.ConfigDict):
   """Builds the flax module that `config` (a `config.model` section) describes."""
   name = config.get("name")
   if name == "resnet":
     return ResNet(**_common(config))
   if name == "vt_resnet":
+    _check_vt(config.vt)
     return VTResNet(vt=ml_collections.FrozenConfigDict(config.vt), **_common(config))
   raise ValueError(f"model.name={name!r}; choose one of ['resnet', 'vt_resnet']")

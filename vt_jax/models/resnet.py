@@ -139,13 +139,17 @@ class ResNetStage(nn.Module):
     return x
 
 
-def block_survivals(depth: int, final_survival: float) -> list[list[float]]:
-  """Per-block survival, decaying linearly with block index to `final_survival`.
+def block_survivals(depth: int, final_survival: float,
+                    last_stage: int = 5) -> list[list[float]]:
+  """Per-block survival of stages 2..`last_stage`, decaying linearly with block
+  index so that the deepest block built survives with `final_survival`.
 
   The linear rule of Huang et al. (2016), as used by EfficientNet-style recipes
-  whose 'survival 0.9' the paper's advanced recipe follows.
+  whose 'survival 0.9' the paper's advanced recipe follows. In VT-ResNets
+  (last_stage=4) the VT modules themselves are not dropped: stochastic depth
+  regularises the convolutional blocks only.
   """
-  sizes = STAGE_SIZES[depth]
+  sizes = STAGE_SIZES[depth][:last_stage - 1]
   total = sum(sizes)
   out, idx = [], 0
   for n in sizes:
@@ -169,7 +173,7 @@ class ResNetBackbone(nn.Module):
     check_depth(self.depth)
     x = Stem(self.width, self.small_image_stem, self.dtype, name="stage1")(x.astype(self.dtype),
                                                                             train)
-    survivals = block_survivals(self.depth, self.stochastic_depth_survival)
+    survivals = block_survivals(self.depth, self.stochastic_depth_survival, self.last_stage)
     features = {}
     for s in range(4):
       if s + 2 > self.last_stage:

@@ -7,7 +7,17 @@ Softmaxes are evaluated in float32 whatever the compute dtype.
 
 Each module sows what the analysis tools need into the `intermediates`
 collection: `spatial_attention` [batch, pixels, tokens] (sums to 1 over
-pixels) and `token_attention` [batch, heads, tokens, tokens].
+pixels; for the v1 dynamic tokenizer [batch, pixels, tokens/2], describing the
+re-extracted output tokens L/2..L-1), `token_attention` [batch, heads, tokens,
+tokens] and `projector_attention` [batch, heads, pixels, tokens].
+
+Decisions beyond the reference's (also in the README): the iccv transformer
+and projector are multi-head (`model.vt.heads`, `projector_heads`; 1 gives the
+single-head equations) and both scale logits by 1/sqrt(d_head); the iccv value
+map goes C -> C_T directly (the reference's C -> C followed by the map to C_T
+the transformer needs is the same linear function with more parameters); the
+pooling tokenizer's A^T X counts as MACs like every tokenizer's A^T X (only
+the position encoding's resize is interpolation).
 
 Two descriptions of the method exist (reference section 1): `iccv` (the
 published equations) and `v1` (the first arXiv version's pseudo-code). Where a
@@ -31,24 +41,46 @@ Dtype = Any
 INTERPOLATE_SCOPE = "interpolate"
 
 
+class GroupedProjection(nn.Module):
+  """A grouped 1x1 linear map over the last axis of [batch, n, channels].
+
+  The paper's grouped 1x1 conv, expressed as a kernel-1 Conv over the n axis
+  (flax has no grouped Dense); checks divisibility first so that a bad group
+  count names its config field instead of failing inside flax.
+  """
+  features: int
+  groups: int
+  field: str
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    if c % self.groups or self.features % self.groups:
+      raise ValueError(f"model.vt.{self.field}={self.groups}: {c} input and {self.features} "
+                       f"output channels must both be divisible by it")
+    return nn.Conv(self.features, kernel_size=(1,), feature_group_count=self.groups,
+                   use_bias=self.use_bias, dtype=self.dtype, name="conv")(x)
+
+
 def projection(features: int, groups: int, dtype: Dtype, name: str,
-               use_bias: bool = True) -> nn.Module:
+               use_bias: bool = True, field: str = "groups") -> nn.Module:
   """A 1x1 (grouped) linear map over the last axis of [batch, n, channels].
 
-  groups == 1 is a Dense layer; groups > 1 is the paper's grouped 1x1 conv,
-  expressed as a kernel-1 Conv over the n axis (flax has no grouped Dense).
+  groups == 1 is a Dense layer; groups > 1 a GroupedProjection. `field` names
+  the config field that set `groups`, for errors.
   """
   if groups == 1:
     return nn.Dense(features, use_bias=use_bias, dtype=dtype, name=name)
-  return nn.Conv(features, kernel_size=(1,), feature_group_count=groups,
-                 use_bias=use_bias, dtype=dtype, name=name)
+  return GroupedProjection(features, groups, field, use_bias, dtype, name=name)
 
 
-def split_heads(x: jax.Array, heads: int) -> jax.Array:
+def split_heads(x: jax.Array, heads: int, field: str = "heads") -> jax.Array:
   """[batch, n, heads * d] -> [batch, heads, n, d]."""
   b, n, c = x.shape
   if c % heads:
-    raise ValueError(f"{c} channels do not split into {heads} heads")
+    raise ValueError(f"model.vt.{field}={heads}: {c} channels do not split into {heads} heads")
   return x.reshape(b, n, heads, c // heads).transpose(0, 2, 1, 3)
 
 
@@ -140,7 +172,7 @@ class Tokenizer(nn.Module):
     c = pooled.shape[-1]
     v1 = self.variant == "v1"
     t = projection(c if v1 else self.token_channels, self.value_groups, self.dtype,
-                   "value")(pooled)
+                   "value", field="value_groups")(pooled)
     if self.position_encoding:
       p = self.position(a).astype(t.dtype)
       if v1:
@@ -197,9 +229,11 @@ class PoolingTokenizer(Tokenizer):
 class ClusteringTokenizer(Tokenizer):
   """Ablation (appendix C): k-means over pixel features forms the L groups.
 
-  Centroids start at pixels on a fixed spatial grid and take `iterations` hard
-  k-means steps on L2-normalised features. Assignments are not differentiable
-  (stop_gradient); gradients reach X through the cluster means A^T X.
+  Centroids start at the pixels of an evenly spaced ceil(sqrt(L)) x ceil(sqrt(L))
+  grid (first L of them, row-major), take `iterations` hard k-means updates on
+  L2-normalised features, then every pixel is assigned to its nearest centroid.
+  Assignments are not differentiable (stop_gradient); gradients reach X
+  through the cluster means A^T X.
   """
   iterations: int = 3
 
@@ -207,20 +241,29 @@ class ClusteringTokenizer(Tokenizer):
   def __call__(self, x: jax.Array) -> jax.Array:
     b, n, _ = x.shape
     if self.tokens > n:
-      raise ValueError(f"clustering tokenizer: {self.tokens} tokens > {n} pixels")
+      raise ValueError(f"model.vt.tokens={self.tokens}: the clustering tokenizer needs at "
+                       f"most one token per pixel ({n} pixels)")
     feats = jax.lax.stop_gradient(x.astype(jnp.float32))
     feats = feats / (jnp.linalg.norm(feats, axis=-1, keepdims=True) + 1e-6)
-    init = np.linspace(0, n - 1, self.tokens).round().astype(np.int32)
+    h, w = self.spatial_shape
+    side = math.ceil(math.sqrt(self.tokens))
+    ys = np.linspace(0, h - 1, side).round().astype(np.int32)
+    xs = np.linspace(0, w - 1, side).round().astype(np.int32)
+    init = (ys[:, None] * w + xs[None, :]).reshape(-1)[:self.tokens]
     centroids = feats[:, init]  # [B, L, C]
-    a = None
-    for _ in range(self.iterations + 1):
+
+    def assign(centroids):
       scores = jnp.einsum("bnc,blc->bnl", feats, centroids)
       onehot = jax.nn.one_hot(jnp.argmax(scores, axis=-1), self.tokens)
       counts = onehot.sum(axis=1, keepdims=True)  # [B, 1, L]
-      a = onehot / jnp.maximum(counts, 1.0)
+      return onehot / jnp.maximum(counts, 1.0), counts
+
+    for _ in range(self.iterations):
+      a, counts = assign(centroids)
       new = jnp.einsum("bnl,bnc->blc", a, feats)
       # An empty cluster keeps its centroid instead of collapsing to zero.
       centroids = jnp.where(counts.transpose(0, 2, 1) > 0, new, centroids)
+    a, counts = assign(centroids)
     # Empty clusters: average all pixels so that every column of A sums to 1.
     a = jnp.where(counts > 0, a, 1.0 / n)
     a = jax.lax.stop_gradient(a)
@@ -241,7 +284,7 @@ class RecurrentTokenizer(Tokenizer):
   def __call__(self, x: jax.Array, tokens_in: jax.Array) -> jax.Array:
     c = x.shape[-1]
     w_r = projection(c, self.steer_groups, self.dtype, "token_to_filter",
-                     use_bias=False)(tokens_in)  # [B, L, C]
+                     use_bias=False, field="steer_groups")(tokens_in)  # [B, L, C]
     logits = jnp.einsum("bnc,blc->bnl", x, w_r.astype(x.dtype))
     a = softmax_f32(logits, axis=1)
     self.sow("intermediates", "spatial_attention", a)
@@ -271,10 +314,12 @@ class DynamicTokenizer(Tokenizer):
     c = x.shape[-1]
     half = self.tokens // 2
     t_a, t_b = tokens_in[:, :half], tokens_in[:, half:]
-    q = split_heads(projection(c, self.steer_groups, self.dtype, "token_to_filter")(t_a),
-                    self.heads)
-    k = split_heads(projection(c, self.key_groups, self.dtype, "key")(x), self.heads)
-    v = split_heads(projection(c, self.value_groups, self.dtype, "value")(x), self.heads)
+    q = split_heads(projection(c, self.steer_groups, self.dtype, "token_to_filter",
+                               field="steer_groups")(t_a), self.heads, "tokenizer_heads")
+    k = split_heads(projection(c, self.key_groups, self.dtype, "key", field="key_groups")(x),
+                    self.heads, "tokenizer_heads")
+    v = split_heads(projection(c, self.value_groups, self.dtype, "value",
+                               field="value_groups")(x), self.heads, "tokenizer_heads")
     logits = jnp.einsum("bhnd,bhld->bhnl", k, q) / math.sqrt(c // self.heads)
     coef = softmax_f32(logits, axis=2)  # over pixels
     a = coef.mean(axis=1)  # [B, N, L/2]
@@ -310,10 +355,13 @@ class TokenTransformer(nn.Module):
   def __call__(self, t: jax.Array) -> jax.Array:
     ct = t.shape[-1]
     dqk = self.qk_channels or ct
-    q = split_heads(projection(dqk, self.qk_groups, self.dtype, "query")(t), self.heads)
-    k = split_heads(projection(dqk, self.qk_groups, self.dtype, "key")(t), self.heads)
+    q = split_heads(projection(dqk, self.qk_groups, self.dtype, "query", field="qk_groups")(t),
+                    self.heads)
+    k = split_heads(projection(dqk, self.qk_groups, self.dtype, "key", field="qk_groups")(t),
+                    self.heads)
     if self.variant == "v1":
-      v = projection(ct, self.value_groups, self.dtype, "value")(t)
+      v = projection(ct, self.value_groups, self.dtype, "value",
+                     field="transformer_value_groups")(t)
     else:
       v = t
     v = split_heads(v, self.heads)
@@ -322,10 +370,10 @@ class TokenTransformer(nn.Module):
     self.sow("intermediates", "token_attention", w)
     t = t + merge_heads(jnp.einsum("bhij,bhjd->bhid", w.astype(v.dtype), v))
     if self.variant == "v1":
-      return t + projection(ct, self.ffn_groups, self.dtype, "ffn")(t)
+      return t + projection(ct, self.ffn_groups, self.dtype, "ffn", field="ffn_groups")(t)
     hidden = self.ffn_hidden or ct
-    h = nn.relu(projection(hidden, self.ffn_groups, self.dtype, "ffn1")(t))
-    return t + projection(ct, self.ffn_groups, self.dtype, "ffn2")(h)
+    h = nn.relu(projection(hidden, self.ffn_groups, self.dtype, "ffn1", field="ffn_groups")(t))
+    return t + projection(ct, self.ffn_groups, self.dtype, "ffn2", field="ffn_groups")(h)
 
 
 class GraphConv(nn.Module):
@@ -358,9 +406,12 @@ class Projector(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
     c = x.shape[-1]
-    q = split_heads(projection(c, self.query_groups, self.dtype, "query")(x), self.heads)
-    k = split_heads(projection(c, self.kv_groups, self.dtype, "key")(t), self.heads)
-    v = split_heads(projection(c, self.kv_groups, self.dtype, "value")(t), self.heads)
+    q = split_heads(projection(c, self.query_groups, self.dtype, "query",
+                               field="query_groups")(x), self.heads, "projector_heads")
+    k = split_heads(projection(c, self.kv_groups, self.dtype, "key", field="kv_groups")(t),
+                    self.heads, "projector_heads")
+    v = split_heads(projection(c, self.kv_groups, self.dtype, "value", field="kv_groups")(t),
+                    self.heads, "projector_heads")
     logits = jnp.einsum("bhnd,bhld->bhnl", q, k) / math.sqrt(c // self.heads)
     w = softmax_f32(logits, axis=-1)  # over tokens
     self.sow("intermediates", "projector_attention", w)
