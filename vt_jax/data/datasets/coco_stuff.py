@@ -22,7 +22,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vt_jax.data.datasets import _manual
-from vt_jax.data.datasets import _tfds_compat
 
 NUM_RAW_IDS = 182  # Raw label values 0..181 (category id - 1).
 UNUSED_RAW_VALUES = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
@@ -63,7 +62,7 @@ def raw_to_class_lookup() -> np.ndarray:
   return lookup
 
 
-class CocoStuff(_tfds_compat.LocalCodePath, tfds.core.GeneratorBasedBuilder):
+class CocoStuff(tfds.core.GeneratorBasedBuilder):
   """COCO-Stuff 164k (171 classes), read from the official files."""
 
   VERSION = tfds.core.Version('1.0.0')

@@ -37,7 +37,6 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from vt_jax.data.datasets import _tfds_compat
 from vt_jax.data.datasets import digits
 
 NUM_DIGIT_CLASSES = digits.NUM_CLASSES
@@ -168,7 +167,7 @@ def compose_scene(
   }
 
 
-class DigitScenes(_tfds_compat.LocalCodePath, tfds.core.GeneratorBasedBuilder):
+class DigitScenes(tfds.core.GeneratorBasedBuilder):
   """Canvases of real handwritten digits with per-pixel class masks."""
 
   VERSION = tfds.core.Version('1.0.0')

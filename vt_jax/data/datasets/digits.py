@@ -25,7 +25,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vt_jax.data.datasets import _tfds_compat
 
 NUM_CLASSES = 10
 IMAGE_SIZE = 8
@@ -88,7 +87,7 @@ def load_split(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   return images, labels[ids], ids
 
 
-class Digits(_tfds_compat.LocalCodePath, tfds.core.GeneratorBasedBuilder):
+class Digits(tfds.core.GeneratorBasedBuilder):
   """scikit-learn's handwritten digits: 8x8 grey images, 10 classes."""
 
   VERSION = tfds.core.Version('1.0.0')

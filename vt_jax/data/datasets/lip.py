@@ -19,7 +19,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vt_jax.data.datasets import _manual
-from vt_jax.data.datasets import _tfds_compat
 
 CLASS_NAMES = (
     'background', 'hat', 'hair', 'glove', 'sunglasses', 'upper_clothes', 'dress',
@@ -78,7 +77,7 @@ def read_ids(dataset: str, split: str, path: str) -> list[str]:
   return ids
 
 
-class Lip(_tfds_compat.LocalCodePath, tfds.core.GeneratorBasedBuilder):
+class Lip(tfds.core.GeneratorBasedBuilder):
   """Look Into Person human parsing, read from the official files."""
 
   VERSION = tfds.core.Version('1.0.0')
