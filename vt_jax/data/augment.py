@@ -77,7 +77,7 @@ def _equalize_channel(channel):
   """PIL's ImageOps.equalize for one channel of integer values 0..255."""
   values = tf.cast(channel, tf.int32)
   hist = tf.math.bincount(tf.reshape(values, [-1]), minlength=256, maxlength=256)
-  last_nonzero = tf.gather(hist, tf.reduce_max(tf.where(hist > 0))[0])
+  last_nonzero = tf.gather(hist, tf.reduce_max(tf.where(hist > 0)))
   step = (tf.reduce_sum(hist) - last_nonzero) // 255
   cum = tf.cumsum(hist)
   lut = tf.concat([[0], (cum[:-1] + step // 2) // tf.maximum(step, 1)], 0)

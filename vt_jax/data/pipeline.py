@@ -78,7 +78,7 @@ def get_info(cfg) -> DatasetInfo:
   return DatasetInfo(
       name=cfg.name, task=task, num_classes=_num_classes(cfg, builder),
       num_examples={
-          s: source.split_num_examples(builder, _split_name(cfg, s))
+          s: source.split_num_examples(builder, _split_name(cfg, s), cfg.data_dir)
           for s in ('train', 'eval')},
       image_shape=(cfg.image_size, cfg.image_size, 3),
       ignore_label=cfg.ignore_label if task == 'segmentation' else None)
@@ -99,7 +99,7 @@ def num_eval_steps(cfg, global_batch_size: int,
   process_count = process_count or jax.process_count()
   local = _per_process_batch(global_batch_size, process_count)
   builder = source.get_builder(cfg.name, cfg.data_dir)
-  n = source.split_num_examples(builder, cfg.eval_split)
+  n = source.split_num_examples(builder, cfg.eval_split, cfg.data_dir)
   return max(1, math.ceil(math.ceil(n / process_count) / local))
 
 
@@ -226,7 +226,7 @@ def build_dataset(cfg, split: str, local_batch: int, *, seed: int = 0,
   """
   builder = source.get_builder(cfg.name, cfg.data_dir)
   split_name = _split_name(cfg, split)
-  total = source.split_num_examples(builder, split_name)
+  total = source.split_num_examples(builder, split_name, cfg.data_dir)
   start, end = source.shard_bounds(total, process_index, process_count)
   shard = source.sub_split(split_name, start, end, total)
   records = source.read_split(builder, shard, cfg.name, cfg.data_dir)
@@ -275,7 +275,7 @@ def diagnose(cfg, context, index: int) -> str:
   """Re-processes example `index` eagerly and returns why it fails."""
   records = source.read_split(context['builder'], context['shard'], cfg.name,
                               cfg.data_dir)
-  for _, features in records.skip(index - context['shard_start']).take(1):
+  for features in records.skip(index - context['shard_start']).take(1):
     try:
       context['processor'](tf.constant(0, tf.int64), tf.constant(index, tf.int64),
                            features, tf.constant(context['seed'], tf.int64))

@@ -68,14 +68,14 @@ def get_builder(name: str, data_dir: str | None):
   return builder
 
 
-def split_num_examples(builder, split: str) -> int:
+def split_num_examples(builder, split: str, data_dir: str | None = None) -> int:
   """Number of examples of `split` (may be a slice like 'train[:90%]')."""
   try:
     return builder.info.splits[split].num_examples
   except KeyError:
     pass
   # Split metadata missing (e.g. under tfds.testing.mock_data): count it.
-  ds = read_split(builder, split, builder.name)
+  ds = read_split(builder, split, builder.name, data_dir)
   n = int(ds.cardinality())
   if n < 0:
     n = int(ds.reduce(0, lambda c, _: c + 1))
