@@ -42,7 +42,7 @@ def _transform(image, matrix):
 def rotate(image, degrees):
   h = tf.cast(tf.shape(image)[0], tf.float32)
   w = tf.cast(tf.shape(image)[1], tf.float32)
-  a = -degrees * math.pi / 180.0
+  a = degrees * math.pi / 180.0  # counter-clockwise, as PIL
   cos, sin = tf.cos(a), tf.sin(a)
   # rotate about the centre: x_in = cos*x - sin*y + tx, y_in = sin*x + cos*y + ty
   tx = ((w - 1) - (cos * (w - 1) - sin * (h - 1))) / 2

@@ -22,6 +22,7 @@ weight per-example losses/metrics by `batch['valid']`.
 from __future__ import annotations
 
 import math
+import re
 
 import jax
 import numpy as np
@@ -275,12 +276,18 @@ def diagnose(cfg, context, index: int) -> str:
   """Re-processes example `index` eagerly and returns why it fails."""
   records = source.read_split(context['builder'], context['shard'], cfg.name,
                               cfg.data_dir)
+  processor = context['processor']
   for features in records.skip(index - context['shard_start']).take(1):
+    if processor.has_label:
+      label = int(features['label'])
+      if not 0 <= label < processor.num_classes:
+        return f'label {label} out of range [0, {processor.num_classes})'
     try:
       context['processor'](tf.constant(0, tf.int64), tf.constant(index, tf.int64),
                            features, tf.constant(context['seed'], tf.int64))
     except (tf.errors.OpError, ValueError) as e:
-      return getattr(e, 'message', str(e)).strip().splitlines()[0]
+      message = getattr(e, 'message', str(e)).strip().splitlines()[0]
+      return re.sub(r'\{\{function_node [^}]*\}\}\s*', '', message)
   return 'processing failed inside tf.data (could not reproduce eagerly)'
 
 
