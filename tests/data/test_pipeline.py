@@ -142,6 +142,8 @@ def test_bad_batch_size_and_unprepared_dataset_errors(data_dir, mesh, tmp_path):
     data.make_iterator(_cfg(data_dir), 'train', 12, mesh)
   with pytest.raises(ValueError, match=r'process_count\(\)=4'):
     pipeline._per_process_batch(10, 4)
+  with pytest.raises(ValueError, match='config.data.eval_resize=20 is smaller'):
+    data.make_iterator(_cfg(data_dir, image_size=24), 'eval', 8, mesh)
   cfg = data_configs.imagenet(data_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError) as e:
     data.make_iterator(cfg, 'train', 8, mesh)

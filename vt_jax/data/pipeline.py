@@ -120,6 +120,13 @@ class _Processor:
       self.seg = segmentation
       self.ignore_label = int(cfg.ignore_label)
       self.mask_is_image = isinstance(features['mask'], source.tfds.features.Image)
+    if (self.task == 'classification' and not train and
+        _field(cfg, 'preprocess', 'imagenet') == 'imagenet' and
+        cfg.eval_resize < cfg.image_size):
+      raise ValueError(
+          f'config.data.eval_resize={cfg.eval_resize} is smaller than '
+          f'config.data.image_size={cfg.image_size}: the eval centre crop must '
+          'fit inside the resized image (ImageNet: 256 and 224).')
     mean = _field(cfg, 'mean', imagenet.IMAGENET_MEAN)
     std = _field(cfg, 'std', imagenet.IMAGENET_STD)
     self.mean = tf.constant(mean, tf.float32)
