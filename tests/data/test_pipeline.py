@@ -151,3 +151,15 @@ def test_bad_batch_size_and_unprepared_dataset_errors(data_dir, mesh, tmp_path):
   assert "'imagenet2012'" in msg and str(tmp_path) in msg
   assert 'ILSVRC2012_img_train.tar' in msg
   assert f'tfds build imagenet2012 --data_dir={tmp_path}' in msg
+
+
+def test_bundled_digits_build_offline_and_eval_covers_split(tmp_path, mesh):
+  cfg = data_configs.digits(data_dir=str(tmp_path))
+  info = data.get_info(cfg)  # builds 'digits' here, from scikit-learn's copy
+  assert info.num_examples == {'train': 1437, 'eval': 360}
+  ds, _ = pipeline.build_dataset(cfg, 'eval', 64)
+  idx, steps = _indices(ds)
+  assert steps == 6 and sorted(idx.tolist()) == list(range(360))
+  batch = next(data.make_iterator(cfg, 'train', 64, mesh, seed=0))
+  assert batch['image'].shape == (64, 32, 32, 3)
+  assert np.asarray(batch['label']).max() < 10

@@ -74,3 +74,23 @@ def test_skip_bad_examples_counts_and_masks_them(data_dir, mesh):
   it = data.make_iterator(cfg, 'eval', 8, mesh)
   valid = np.concatenate([np.asarray(b['valid']) for b in it])
   assert valid.sum() == 46 and it.num_skipped == 2
+
+
+def test_mask_with_unknown_class_errors_or_is_skipped(tmp_path, mesh):
+  fields = dict(name=f'{synthetic.NAME}/seg', data_dir=str(tmp_path),
+                num_classes=5, train_split='train', eval_split='train',
+                image_size=24, scale_range=(0.8, 1.2))
+  cfg = data_configs.lip(**fields)
+  with pytest.raises(pipeline.BadExampleError,
+                     match=r"split 'train', example index 3 .*mask has classes "
+                           r"outside \[0, 5\)"):
+    list(data.make_iterator(cfg, 'eval', 8, mesh))
+  cfg = data_configs.lip(skip_bad_examples=True, **fields)
+  it = data.make_iterator(cfg, 'eval', 8, mesh)
+  batches = [jax.tree.map(np.asarray, b) for b in it]
+  assert it.num_skipped == 1
+  valid = np.concatenate([b['valid'] for b in batches])
+  masks = np.concatenate([b['mask'] for b in batches])
+  assert valid.sum() == 39
+  assert np.all(masks[valid == 0] == 255)  # the skipped row is all ignore
+  assert set(np.unique(masks[valid > 0])) <= {0, 1, 2, 3, 4, 255}

@@ -115,6 +115,11 @@ class _Processor:
     self.num_classes = _num_classes(cfg, builder)
     features = builder.info.features
     self.has_label = 'label' in features
+    # Image-level label classes: the ClassLabel's own count when there is one
+    # (digit_scenes: 10 digits, while its masks have 11 classes).
+    label_feature = features['label'] if self.has_label else None
+    self.label_classes = int(getattr(label_feature, 'num_classes', None) or
+                             self.num_classes)
     if self.task == 'segmentation':
       from vt_jax.data import segmentation  # pylint: disable=g-import-not-at-top
       self.seg = segmentation
@@ -129,6 +134,7 @@ class _Processor:
           'fit inside the resized image (ImageNet: 256 and 224).')
     mean = _field(cfg, 'mean', imagenet.IMAGENET_MEAN)
     std = _field(cfg, 'std', imagenet.IMAGENET_STD)
+    self.pad_value = tuple(float(m) for m in mean)  # normalises to 0
     self.mean = tf.constant(mean, tf.float32)
     self.std = tf.constant(std, tf.float32)
 
@@ -136,8 +142,8 @@ class _Processor:
     return [tf.debugging.assert_non_negative(
                 label, message='label out of range: negative'),
             tf.debugging.assert_less(
-                label, tf.cast(self.num_classes, label.dtype),
-                message=f'label out of range [0, {self.num_classes})')]
+                label, tf.cast(self.label_classes, label.dtype),
+                message=f'label out of range [0, {self.label_classes})')]
 
   def _classification(self, features, seed):
     cfg, image_bytes = self.cfg, features['image']
@@ -182,10 +188,12 @@ class _Processor:
     if self.train:
       out = self.seg.train_preprocess(
           feats, crop_size=cfg.image_size, scale_range=tuple(cfg.scale_range),
-          ignore_label=self.ignore_label, seed=seed)
+          ignore_label=self.ignore_label, seed=seed,
+          image_pad_value=self.pad_value)
     else:
       out = self.seg.eval_preprocess(feats, crop_size=cfg.image_size,
-                                     ignore_label=self.ignore_label)
+                                     ignore_label=self.ignore_label,
+                                     image_pad_value=self.pad_value)
     return out['image'], tf.cast(out['mask'], tf.int32)
 
   def __call__(self, epoch, index, features, base_seed):
@@ -287,8 +295,8 @@ def diagnose(cfg, context, index: int) -> str:
   for features in records.skip(index - context['shard_start']).take(1):
     if processor.has_label:
       label = int(features['label'])
-      if not 0 <= label < processor.num_classes:
-        return f'label {label} out of range [0, {processor.num_classes})'
+      if not 0 <= label < processor.label_classes:
+        return f'label {label} out of range [0, {processor.label_classes})'
     try:
       context['processor'](tf.constant(0, tf.int64), tf.constant(index, tf.int64),
                            features, tf.constant(context['seed'], tf.int64))

@@ -4,7 +4,7 @@ Importing this module registers the tfds builder `vt_jax_synthetic` with configs
   'clean'  48 train / 21 test JPEG images (24..40 px), labels 0..9
   'bad'    like 'clean' with train example 5 undecodable bytes and train
            example 11 labelled 10 (out of range for 10 classes)
-  'seg'    40 train / 10 test images + masks in 0..4 (5 classes); train example
+  'seg'    40 train / 10 test images + masks and labels in 0..4 (5 classes); train example
            3 has mask value 7 (unknown class)
   'bench'  512 train / 64 test JPEGs of ImageNet-like size (~ 400x350 px)
 Labels are stored as plain int64 (not ClassLabel) so that bad labels can be
@@ -92,7 +92,8 @@ class VtJaxSynthetic(tfds.core.GeneratorBasedBuilder):
         mask = rng.integers(0, 5, (h, w, 1), dtype=np.uint8)
         if split == 'train' and i == 3:
           mask[0, 0, 0] = 7
-        example.update(image=io.BytesIO(_png(image)), mask=io.BytesIO(_png(mask)))
+        example.update(image=io.BytesIO(_png(image)), mask=io.BytesIO(_png(mask[..., 0])),
+                       label=label % 5)
       else:
         data = _jpeg(rng, h, w)
         if config == 'bad' and split == 'train' and i == 5:
