@@ -163,3 +163,22 @@ def test_bundled_digits_build_offline_and_eval_covers_split(tmp_path, mesh):
   batch = next(data.make_iterator(cfg, 'train', 64, mesh, seed=0))
   assert batch['image'].shape == (64, 32, 32, 3)
   assert np.asarray(batch['label']).max() < 10
+
+
+def test_train_rows_equal_reference_preprocessing_of_their_example(data_dir):
+  """Row = normalise(imagenet.train_preprocess(bytes[index], seed(epoch 0, index)))."""
+  from vt_jax.data import imagenet  # pylint: disable=g-import-not-at-top
+  cfg = _cfg(data_dir, augment='randaugment')
+  ds, _ = pipeline.build_dataset(cfg, 'train', 8, seed=5)
+  batch = next(ds.as_numpy_iterator())
+  builder = tfds.builder(cfg.name, data_dir=data_dir)
+  raw = list(builder.as_dataset(
+      split='train', decoders={'image': tfds.decode.SkipDecoding()}))
+  for row in range(8):
+    i = int(batch['index'][row])
+    expected = imagenet.train_preprocess(
+        raw[i]['image'], np.array([5 * 1_000_003, i]), image_size=16,
+        augment='randaugment')
+    expected = (expected.numpy() - np.asarray(cfg.mean)) / np.asarray(cfg.std)
+    np.testing.assert_allclose(batch['image'][row], expected, atol=1e-5)
+    assert batch['label'][row] == int(raw[i]['label'])

@@ -58,16 +58,34 @@ def resize_short_and_center_crop(image: tf.Tensor, resize: int,
   return tf.image.crop_to_bounding_box(image, top, left, size, size)
 
 
-def train_preprocess(image_bytes: tf.Tensor, seed: tf.Tensor, *, image_size: int,
-                     augment: str = 'none', randaugment_layers: int = 2,
-                     randaugment_magnitude: float = 9.0) -> tf.Tensor:
-  crop_seed, flip_seed, aug_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, num=3))
-  image = decode_and_random_crop(image_bytes, crop_seed, image_size)
+def _train_seeds(seed):
+  return tf.unstack(tf.random.experimental.stateless_split(seed, num=3))
+
+
+def train_decode_crop(image_bytes: tf.Tensor, seed: tf.Tensor, *,
+                      image_size: int) -> tf.Tensor:
+  """First half of `train_preprocess`: the part that can fail on bad bytes."""
+  return decode_and_random_crop(image_bytes, _train_seeds(seed)[0], image_size)
+
+
+def train_flip_augment(image: tf.Tensor, seed: tf.Tensor, *, augment: str = 'none',
+                       randaugment_layers: int = 2,
+                       randaugment_magnitude: float = 9.0) -> tf.Tensor:
+  """Second half of `train_preprocess` (same `seed`)."""
+  _, flip_seed, aug_seed = _train_seeds(seed)
   image = tf.image.stateless_random_flip_left_right(image, flip_seed)
   return augment_lib.apply(augment, image, aug_seed,
                            randaugment_layers=randaugment_layers,
                            randaugment_magnitude=randaugment_magnitude)
+
+
+def train_preprocess(image_bytes: tf.Tensor, seed: tf.Tensor, *, image_size: int,
+                     augment: str = 'none', randaugment_layers: int = 2,
+                     randaugment_magnitude: float = 9.0) -> tf.Tensor:
+  image = train_decode_crop(image_bytes, seed, image_size=image_size)
+  return train_flip_augment(image, seed, augment=augment,
+                            randaugment_layers=randaugment_layers,
+                            randaugment_magnitude=randaugment_magnitude)
 
 
 def eval_preprocess(image_bytes: tf.Tensor, *, image_size: int,

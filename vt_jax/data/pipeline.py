@@ -3,12 +3,12 @@
 Per process: read a disjoint contiguous slice of the split (`source.py`),
 visit it in a per-epoch seeded order (train, infinite) or once in order (eval),
 skip to `start_step` BEFORE decoding (resume; see `source.py`), decode +
-validate + preprocess each example in parallel, batch to
+validate, then preprocess each example in parallel (`examples.py`), batch to
 `global_batch_size // process_count`, prefetch, and hand each batch to JAX as a
 global array sharded `P(data_axis)` with `jax.make_array_from_process_local_data`.
 
 Bad examples (undecodable bytes, label out of range, mask with unknown classes)
-never raise inside tf.data: each example is processed in its own one-element
+never raise inside tf.data: each example is decoded in its own one-element
 dataset with `ignore_errors`, and a failure yields a placeholder row marked bad.
 On the host, a bad row either raises `BadExampleError` naming the dataset,
 split and example index (with the reason, found by re-processing that one
@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from vt_jax.data import DatasetInfo
-from vt_jax.data import imagenet
+from vt_jax.data import examples
 from vt_jax.data import source
 
 try:  # tf.data runs on the host; keep TF off the accelerators JAX uses.
@@ -104,132 +104,6 @@ def num_eval_steps(cfg, global_batch_size: int,
   return max(1, math.ceil(math.ceil(n / process_count) / local))
 
 
-# --- per-example processing ---------------------------------------------------
-
-class _Processor:
-  """Decodes, validates and preprocesses one example; builds placeholder rows."""
-
-  def __init__(self, cfg, builder, train: bool):
-    self.cfg, self.train = cfg, train
-    self.task = _task(cfg)
-    self.num_classes = _num_classes(cfg, builder)
-    features = builder.info.features
-    self.has_label = 'label' in features
-    # Image-level label classes: the ClassLabel's own count when there is one
-    # (digit_scenes: 10 digits, while its masks have 11 classes).
-    label_feature = features['label'] if self.has_label else None
-    self.label_classes = int(getattr(label_feature, 'num_classes', None) or
-                             self.num_classes)
-    if self.task == 'segmentation':
-      from vt_jax.data import segmentation  # pylint: disable=g-import-not-at-top
-      self.seg = segmentation
-      self.ignore_label = int(cfg.ignore_label)
-      self.mask_is_image = isinstance(features['mask'], source.tfds.features.Image)
-    if (self.task == 'classification' and not train and
-        _field(cfg, 'preprocess', 'imagenet') == 'imagenet' and
-        cfg.eval_resize < cfg.image_size):
-      raise ValueError(
-          f'config.data.eval_resize={cfg.eval_resize} is smaller than '
-          f'config.data.image_size={cfg.image_size}: the eval centre crop must '
-          'fit inside the resized image (ImageNet: 256 and 224).')
-    mean = _field(cfg, 'mean', imagenet.IMAGENET_MEAN)
-    std = _field(cfg, 'std', imagenet.IMAGENET_STD)
-    self.pad_value = tuple(float(m) for m in mean)  # normalises to 0
-    self.mean = tf.constant(mean, tf.float32)
-    self.std = tf.constant(std, tf.float32)
-
-  def _check_label(self, label):
-    return [tf.debugging.assert_non_negative(
-                label, message='label out of range: negative'),
-            tf.debugging.assert_less(
-                label, tf.cast(self.label_classes, label.dtype),
-                message=f'label out of range [0, {self.label_classes})')]
-
-  def _classification(self, features, seed):
-    cfg, image_bytes = self.cfg, features['image']
-    size = cfg.image_size
-    kind = _field(cfg, 'preprocess', 'imagenet')
-    if kind == 'imagenet':
-      if self.train:
-        return imagenet.train_preprocess(
-            image_bytes, seed, image_size=size, augment=cfg.augment,
-            randaugment_layers=_field(cfg, 'randaugment_layers', 2),
-            randaugment_magnitude=_field(cfg, 'randaugment_magnitude', 9.0))
-      return imagenet.eval_preprocess(image_bytes, image_size=size,
-                                      eval_resize=cfg.eval_resize)
-    if kind == 'resize':  # small images (digits): no crop, optional augment
-      image = tf.image.resize(imagenet.decode_image(image_bytes), [size, size])
-      if self.train:
-        image = imagenet.augment_lib.apply(
-            cfg.augment, image, seed,
-            randaugment_layers=_field(cfg, 'randaugment_layers', 2),
-            randaugment_magnitude=_field(cfg, 'randaugment_magnitude', 9.0))
-      return image
-    raise ValueError(f"config.data.preprocess={kind!r}: expected 'imagenet' or "
-                     "'resize'")
-
-  def _segmentation(self, features, seed):
-    image = imagenet.decode_image(features['image'])
-    mask = features['mask']
-    if self.mask_is_image:
-      mask = tf.io.decode_png(mask, channels=1)
-    if mask.shape.rank == 3:
-      mask = mask[..., 0]
-    mask = tf.cast(mask, tf.int32)
-    known = (mask < self.num_classes) | (mask == self.ignore_label)
-    check = tf.debugging.assert_equal(
-        tf.reduce_all(known & (mask >= 0)), True,
-        message=f'mask has classes outside [0, {self.num_classes}) that are '
-                f'not the ignore_label {self.ignore_label}')
-    with tf.control_dependencies([check]):
-      mask = tf.identity(mask)
-    feats = {'image': image, 'mask': mask}
-    cfg = self.cfg
-    if self.train:
-      out = self.seg.train_preprocess(
-          feats, crop_size=cfg.image_size, scale_range=tuple(cfg.scale_range),
-          ignore_label=self.ignore_label, seed=seed,
-          image_pad_value=self.pad_value)
-    else:
-      out = self.seg.eval_preprocess(feats, crop_size=cfg.image_size,
-                                     ignore_label=self.ignore_label,
-                                     image_pad_value=self.pad_value)
-    return out['image'], tf.cast(out['mask'], tf.int32)
-
-  def __call__(self, epoch, index, features, base_seed):
-    """-> dict(image, [label], [mask], index, bad, valid); raises on bad data."""
-    seed = tf.stack([base_seed * 1_000_003 + epoch, index])
-    out = {}
-    checks = []
-    if self.has_label:
-      label = features['label']
-      checks += self._check_label(label)
-      out['label'] = tf.cast(label, tf.int32)
-    if self.task == 'segmentation':
-      image, out['mask'] = self._segmentation(features, seed)
-    else:
-      image = self._classification(features, seed)
-    with tf.control_dependencies(checks):
-      image = (tf.cast(image, tf.float32) - self.mean) / self.std
-    size = self.cfg.image_size
-    image.set_shape([size, size, 3])
-    out['image'] = image
-    if 'label' not in out:
-      out['label'] = tf.zeros([], tf.int32)
-    out.update(index=index, bad=tf.constant(False), valid=tf.constant(1.0))
-    return out
-
-  def placeholder(self, index, bad: bool):
-    size = self.cfg.image_size
-    out = {'image': tf.zeros([size, size, 3], tf.float32),
-           'label': tf.zeros([], tf.int32),
-           'index': tf.cast(index, tf.int64), 'bad': tf.constant(bad),
-           'valid': tf.constant(0.0)}
-    if self.task == 'segmentation':
-      out['mask'] = tf.fill([size, size], self.ignore_label)
-    return out
-
-
 # --- datasets -----------------------------------------------------------------
 
 def build_dataset(cfg, split: str, local_batch: int, *, seed: int = 0,
@@ -248,7 +122,7 @@ def build_dataset(cfg, split: str, local_batch: int, *, seed: int = 0,
   records = source.read_split(builder, shard, cfg.name, cfg.data_dir)
   records = records.enumerate(start=start)
   train = split == 'train'
-  processor = _Processor(cfg, builder, train)
+  processor = examples.Processor(cfg, builder, train, _num_classes(cfg, builder))
   if train:
     if end == start:
       raise ValueError(f'split {split_name!r} of {cfg.name!r} has no examples '
@@ -262,18 +136,20 @@ def build_dataset(cfg, split: str, local_batch: int, *, seed: int = 0,
     stream = stream.skip(start_step * local_batch)
   base_seed = tf.constant(seed, tf.int64)
 
-  def safe_process(epoch, index, features):
+  def safe_decode(epoch, index, features):
     one = tf.data.Dataset.from_tensors((epoch, index, features))
-    good = one.map(lambda e, i, f: processor(e, i, f, base_seed)).ignore_errors()
-    bad = tf.data.Dataset.from_tensors(processor.placeholder(index, bad=True))
-    return good.concatenate(bad).take(1)
+    good = one.map(lambda e, i, f: processor.decode(e, i, f, base_seed))
+    bad = tf.data.Dataset.from_tensors(
+        processor.decode_placeholder(epoch, index, base_seed))
+    return good.ignore_errors().concatenate(bad).take(1)
 
-  ds = stream.interleave(safe_process, cycle_length=AUTOTUNE, block_length=1,
+  ds = stream.interleave(safe_decode, cycle_length=AUTOTUNE, block_length=1,
                          num_parallel_calls=AUTOTUNE, deterministic=True)
+  ds = ds.map(processor.finish, num_parallel_calls=AUTOTUNE)
   if not train:
     pad = max(0, steps * local_batch - max(0, end - start - start_step * local_batch))
-    ds = ds.concatenate(tf.data.Dataset.from_tensors(
-        processor.placeholder(-1, bad=False)).repeat(pad))
+    ds = ds.concatenate(
+        tf.data.Dataset.from_tensors(processor.pad_row()).repeat(pad))
   ds = ds.batch(local_batch, drop_remainder=True).prefetch(AUTOTUNE)
   options = tf.data.Options()
   options.deterministic = True
@@ -298,8 +174,7 @@ def diagnose(cfg, context, index: int) -> str:
       if not 0 <= label < processor.label_classes:
         return f'label {label} out of range [0, {processor.label_classes})'
     try:
-      context['processor'](tf.constant(0, tf.int64), tf.constant(index, tf.int64),
-                           features, tf.constant(context['seed'], tf.int64))
+      processor.process_eagerly(features, index, context['seed'])
     except (tf.errors.OpError, ValueError) as e:
       message = getattr(e, 'message', str(e)).strip().splitlines()[0]
       return re.sub(r'\{\{function_node [^}]*\}\}\s*', '', message)
