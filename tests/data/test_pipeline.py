@@ -182,3 +182,17 @@ def test_train_rows_equal_reference_preprocessing_of_their_example(data_dir):
     expected = (expected.numpy() - np.asarray(cfg.mean)) / np.asarray(cfg.std)
     np.testing.assert_allclose(batch['image'][row], expected, atol=1e-5)
     assert batch['label'][row] == int(raw[i]['label'])
+
+
+def test_segmentation_train_batches_are_deterministic_with_masks(tmp_path, mesh):
+  cfg = data_configs.lip(name=f'{synthetic.NAME}/seg', data_dir=str(tmp_path),
+                         num_classes=5, train_split='train', eval_split='test',
+                         image_size=24, scale_range=(0.8, 1.2),
+                         skip_bad_examples=True, shuffle_buffer=8)
+  a = _take(data.make_iterator(cfg, 'train', 8, mesh, seed=2), 2)
+  b = _take(data.make_iterator(cfg, 'train', 8, mesh, seed=2, start_step=1), 1)
+  assert a[0]['mask'].shape == (8, 24, 24) and a[0]['mask'].dtype == np.int32
+  np.testing.assert_array_equal(a[1]['mask'], b[0]['mask'])
+  np.testing.assert_array_equal(a[1]['image'], b[0]['image'])
+  for batch in a:
+    assert set(np.unique(batch['mask'])) <= {0, 1, 2, 3, 4, 255}
