@@ -196,3 +196,12 @@ def test_segmentation_train_batches_are_deterministic_with_masks(tmp_path, mesh)
   np.testing.assert_array_equal(a[1]['image'], b[0]['image'])
   for batch in a:
     assert set(np.unique(batch['mask'])) <= {0, 1, 2, 3, 4, 255}
+
+
+def test_segmentation_config_must_match_builder_mask_classes(mesh):
+  cfg = data_configs.digit_scenes(32, num_classes=10)
+  with pytest.raises(ValueError, match=r"config.data.num_classes=10 but dataset "
+                                       r"'digit_scenes/32' declares num_classes=11"):
+    data.make_iterator(cfg, 'train', 8, mesh)
+  for make in (data_configs.lip, data_configs.coco_stuff, data_configs.digit_scenes):
+    pipeline._check_segmentation_meta(make())  # the defaults agree

@@ -87,7 +87,8 @@ def digit_scenes(canvas: int = 64, task: str = 'segmentation',
 def coco_stuff(**overrides) -> ml_collections.ConfigDict:
   """COCO-stuff semantic segmentation (local official files, see builder)."""
   return _make(_common(
-      name='coco_stuff', task='segmentation', num_classes=182,
+      name='coco_stuff', task='segmentation',
+      num_classes=171,          # used stuff+thing classes, remapped to 0..170 by the builder
       train_split='train', eval_split='validation',
       image_size=512,           # px, square train crop / eval pad size
       scale_range=(0.5, 2.0),   # train random rescale factors

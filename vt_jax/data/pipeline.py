@@ -73,9 +73,28 @@ def _num_classes(cfg, builder) -> int:
   return int(n)
 
 
+def _check_segmentation_meta(cfg) -> None:
+  """config.data must agree with the builder's declared mask classes."""
+  try:
+    from vt_jax.data.datasets import SEGMENTATION  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
+  meta = SEGMENTATION.get(cfg.name.split('/')[0])
+  if meta is None:
+    return
+  for field in ('num_classes', 'ignore_label'):
+    if cfg.get(field) != getattr(meta, field):
+      raise ValueError(
+          f'config.data.{field}={cfg.get(field)} but dataset {cfg.name!r} '
+          f'declares {field}={getattr(meta, field)} for its masks; use '
+          'vt_jax.config_lib.data.<dataset>() or fix the override.')
+
+
 def get_info(cfg) -> DatasetInfo:
-  builder = source.get_builder(cfg.name, cfg.data_dir)
   task = _task(cfg)
+  if task == 'segmentation':
+    _check_segmentation_meta(cfg)
+  builder = source.get_builder(cfg.name, cfg.data_dir)
   return DatasetInfo(
       name=cfg.name, task=task, num_classes=_num_classes(cfg, builder),
       num_examples={
@@ -114,6 +133,8 @@ def build_dataset(cfg, split: str, local_batch: int, *, seed: int = 0,
   Batches hold 'image', 'label', ['mask'], 'valid' plus 'index' (example
   position in the split, -1 for padding) and 'bad' (example failed processing).
   """
+  if _task(cfg) == 'segmentation':
+    _check_segmentation_meta(cfg)
   builder = source.get_builder(cfg.name, cfg.data_dir)
   split_name = _split_name(cfg, split)
   total = source.split_num_examples(builder, split_name, cfg.data_dir)
