@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
@@ -45,13 +44,6 @@ class VtJaxSynthetic(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
 
-  # tfds 4.9.10 resolves a package builder's code_path through the optional
-  # `importlib_resources` module, which is not a vt_jax dependency; the source
-  # file is where tfds would look anyway (it only reads checksums from there).
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls):
-    return epath.Path(__file__)
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n)
                      for n in ('clean', 'bad', 'seg', 'bench')]
 
