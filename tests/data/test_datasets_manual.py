@@ -183,3 +183,17 @@ def test_image_and_mask_size_mismatch_is_named(tmp_path):
               np.zeros((5, 5)))
   with pytest.raises(_manual.BadExampleError, match=r"102_3\.jpg.*is \(20, 16\).*\(5, 5\)"):
     _build('lip', tmp_path / 'manual', tmp_path / 'data')
+
+
+def test_prepare_cli_builds_lip_from_manual_dir(tmp_path):
+  """The command the not-prepared error prints works (tfds's CLI needs Beam)."""
+  import subprocess
+  import sys
+  masks = _fake_lip(tmp_path / 'manual')
+  out = subprocess.run(
+      [sys.executable, '-m', 'vt_jax.data', '--prepare=lip', f'--data_dir={tmp_path / "data"}',
+       f'--manual_dir={tmp_path / "manual"}'], capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'prepared lip/' in out.stdout
+  builder = tfds.builder('lip', data_dir=str(tmp_path / 'data'))
+  assert builder.info.splits['train'].num_examples == len(masks['train'])

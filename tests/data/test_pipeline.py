@@ -150,7 +150,7 @@ def test_bad_batch_size_and_unprepared_dataset_errors(data_dir, mesh, tmp_path):
   msg = str(e.value)
   assert "'imagenet2012'" in msg and str(tmp_path) in msg
   assert 'ILSVRC2012_img_train.tar' in msg
-  assert f'tfds build imagenet2012 --data_dir={tmp_path}' in msg
+  assert f'python -m vt_jax.data --prepare=imagenet2012 --data_dir={tmp_path}' in msg
 
 
 def test_bundled_digits_build_offline_and_eval_covers_split(tmp_path, mesh):

@@ -1,7 +1,10 @@
-r"""Peek at what the model will see: `python -m vt_jax.data --config=configs/X.py`.
+r"""Peek at what the model will see: `python -m vt_jax.data --config=configs/X.py`;
+prepare a dataset from its manually downloaded files: `--prepare=NAME`.
 
     python -m vt_jax.data --config=configs/vt_r18.py --batches=2 --split=train \
         --save=/tmp/peek --config.data.augment=randaugment
+
+    python -m vt_jax.data --prepare=imagenet2012 --data_dir=D --manual_dir=D/downloads/manual
 
 Prints each batch's shapes, dtypes, value ranges and label (or mask class)
 histogram; with --save=DIR writes DIR/<split>_batch0.png, a grid of the first
@@ -27,6 +30,13 @@ _BATCH_SIZE = flags.DEFINE_integer(
     'device count)')
 _SEED = flags.DEFINE_integer('seed', 0, 'shuffle/augmentation seed')
 _START_STEP = flags.DEFINE_integer('start_step', 0, 'first batch to show')
+_PREPARE = flags.DEFINE_string(
+    'prepare', None, 'prepare this tfds dataset (e.g. imagenet2012, lip, coco_stuff) '
+    'from the files in --manual_dir, then exit')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'with --prepare: tfds data_dir')
+_MANUAL_DIR = flags.DEFINE_string(
+    'manual_dir', None, 'with --prepare: directory holding the downloaded files '
+    '(default <data_dir>/downloads/manual)')
 
 
 def _histogram(values, valid_rows, ignore=None) -> str:
@@ -108,9 +118,16 @@ def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   from vt_jax import data  # pylint: disable=g-import-not-at-top
+  if _PREPARE.value:
+    from vt_jax.data import source  # pylint: disable=g-import-not-at-top
+    builder = source.prepare(_PREPARE.value, _DATA_DIR.value, _MANUAL_DIR.value)
+    splits = {k: v.num_examples for k, v in builder.info.splits.items()}
+    print(f'prepared {builder.info.full_name} in {builder.data_dir}: {splits}')
+    return
   config = _CONFIG.value
   if config is None or 'data' not in config:
-    raise app.UsageError('--config=FILE must give a config with a `data` section')
+    raise app.UsageError('--config=FILE must give a config with a `data` section '
+                         '(or use --prepare=NAME)')
   data_config = config.data
   info = data.get_info(data_config)
   print(info)

@@ -52,8 +52,22 @@ def not_prepared_message(builder, name: str, data_dir: str | None) -> str:
       f"Files to place in the tfds manual_dir {manual_dir}:\n"
       f"  {instructions.strip()}\n"
       f"Then prepare it once with:\n"
-      f"  tfds build {name} --data_dir={data_dir} --manual_dir={manual_dir}\n"
+      f"  python -m vt_jax.data --prepare={name} --data_dir={data_dir} "
+      f"--manual_dir={manual_dir}\n"
       f"(or point config.data.data_dir at a directory where it is prepared).")
+
+
+def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None):
+  """Builds dataset `name` into `data_dir` from the files in `manual_dir`.
+
+  A plain `download_and_prepare`: tfds's own `tfds build` CLI imports Apache
+  Beam at start-up (tfds 4.9.10), which vt_jax does not depend on.
+  """
+  _register_bundled_builders()
+  builder = tfds.builder(name, data_dir=data_dir)
+  config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+  builder.download_and_prepare(download_config=config)
+  return builder
 
 
 def get_builder(name: str, data_dir: str | None):

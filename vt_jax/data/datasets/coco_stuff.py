@@ -48,9 +48,7 @@ giving:
   stuffthingmaps_trainval2017/train2017/<12-digit id>.png  label PNGs (0..181, 255)
   stuffthingmaps_trainval2017/val2017/<12-digit id>.png
 Then run:
-  python -c "import tensorflow_datasets as tfds, vt_jax.data.datasets; \\
-tfds.builder('coco_stuff', data_dir=DATA_DIR).download_and_prepare(\\
-download_config=tfds.download.DownloadConfig(manual_dir=MANUAL_DIR))"
+  python -m vt_jax.data --prepare=coco_stuff --data_dir=DATA_DIR --manual_dir=MANUAL_DIR
 """
 
 

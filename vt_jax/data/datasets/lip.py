@@ -53,9 +53,7 @@ Baidu links on the overview page) and unzip both into the manual directory
 (If an archive unzips to a doubled folder such as
 TrainVal_images/TrainVal_images/, move its contents up one level.) Then run:
 
-  python -c "import tensorflow_datasets as tfds, vt_jax.data.datasets; \\
-tfds.builder('lip', data_dir=DATA_DIR).download_and_prepare(\\
-download_config=tfds.download.DownloadConfig(manual_dir=MANUAL_DIR))"
+  python -m vt_jax.data --prepare=lip --data_dir=DATA_DIR --manual_dir=MANUAL_DIR
 """
 
 
