@@ -115,7 +115,7 @@ def test_lip_missing_files_are_listed_with_instructions(tmp_path):
   assert 'TrainVal_parsing_annotations/val_segmentations' in message
   assert 'TrainVal_images/train_id.txt' in message
   assert 'TrainVal_images/train_images,' not in message  # Present: not listed.
-  assert 'download_and_prepare' in message
+  assert 'python -m vt_jax.data --prepare=lip' in message
 
 
 def test_coco_stuff_class_mapping():
