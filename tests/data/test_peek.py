@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 
 from vt_jax import data
 from vt_jax.config_lib import data as data_configs
-from vt_jax.data import __main__ as peek
+from vt_jax.data import peek
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -122,30 +122,48 @@ def test_npz_round_trip_and_errors(tmp_path):
 HAVE_TORCHVISION = (importlib.util.find_spec("torch") is not None
                     and importlib.util.find_spec("torchvision") is not None)
 
+# torch runs in a subprocess: loaded into a process where TensorFlow has run
+# (other tests in the same worker), its native libraries crash the process.
+TORCH_REFERENCE = """
+import sys
+import numpy as np
+import torch
+import torchvision
+from vt_jax import convert
+depth, out = int(sys.argv[1]), sys.argv[2]
+torch.manual_seed(0)
+net = getattr(torchvision.models, f"resnet{depth}")(weights=None).eval()
+with torch.no_grad():  # non-trivial BN statistics
+  for m in net.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+      m.running_mean.uniform_(-0.1, 0.1)
+      m.running_var.uniform_(0.5, 1.5)
+      m.weight.uniform_(0.5, 1.5)
+      m.bias.uniform_(-0.1, 0.1)
+torch.save(net.state_dict(), out + ".pth")
+x = np.random.default_rng(0).normal(size=(2, 3, 96, 96)).astype(np.float32)
+with torch.no_grad():
+  logits = net(torch.from_numpy(x)).numpy()
+state = convert.load_state_dict(out + ".pth")  # the .pth reader, with torch
+np.savez(out + ".npz", **state)
+np.savez(out + "_io.npz", x=x, logits=logits)
+"""
+
 
 @pytest.mark.skipif(not HAVE_TORCHVISION,
                     reason="torch/torchvision not installed (not a vt_jax dependency); "
                     "pip install torch torchvision to run the parity test")
 @pytest.mark.parametrize("depth", [18, 50])
 def test_logits_match_torchvision(depth, tmp_path):
-  import torch
-  import torchvision
-  torch.manual_seed(0)
-  net = getattr(torchvision.models, f"resnet{depth}")(weights=None).eval()
-  with torch.no_grad():  # non-trivial BN statistics
-    for m in net.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):
-        m.running_mean.uniform_(-0.1, 0.1)
-        m.running_var.uniform_(0.5, 1.5)
-        m.weight.uniform_(0.5, 1.5)
-        m.bias.uniform_(-0.1, 0.1)
-  path = tmp_path / "net.pth"
-  torch.save(net.state_dict(), path)
-  x = np.random.default_rng(0).normal(size=(2, 3, 96, 96)).astype(np.float32)
-  with torch.no_grad():
-    ref = net(torch.from_numpy(x)).numpy()
+  import subprocess
+  import sys
+  out = str(tmp_path / "net")
+  proc = subprocess.run([sys.executable, "-c", TORCH_REFERENCE, str(depth), out],
+                        capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  io = np.load(out + "_io.npz")
   model, variables = init(model_configs.resnet(depth), 96)
   variables = convert.apply_pretrained(
-      variables, convert.torchvision_to_flax(convert.load_state_dict(str(path)), depth))
-  out = model.apply(variables, x.transpose(0, 2, 3, 1))
-  np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-3)
+      variables, convert.torchvision_to_flax(convert.load_state_dict(out + ".npz"), depth))
+  logits = model.apply(variables, io["x"].transpose(0, 2, 3, 1))
+  np.testing.assert_allclose(logits, io["logits"], rtol=1e-3, atol=1e-3)
