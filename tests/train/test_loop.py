@@ -13,11 +13,6 @@ from vt_jax.train import checkpoint as ckpt_lib
 from vt_jax.train import loop
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory):
-  train_fakes.enable_compile_cache(str(tmp_path_factory.mktemp("xla_cache")))
-
-
 def _records(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(line) for line in f]

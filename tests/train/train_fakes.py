@@ -40,6 +40,8 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
   config = recipes.default(batch_size=16, eval_batch_size=16, num_train_steps=6,
                            log_every_steps=2, eval_every_epochs=100.0)
   config.checkpoint.update(every_steps=2, async_save=False)
+  config.schedule.update(peak_lr=1.6, decay_every_epochs=1e6)  # lr 0.1 at batch 16
+  config.optimizer.grad_clip_norm = 1.0
   config.model = tiny_model()
   config.data = ml_collections.ConfigDict(dict(name="fake", num_train=64, num_eval=40,
                                                nan_at_step=-1, raise_at_step=-1,
