@@ -17,6 +17,7 @@ Multi-process (one process per host, or N local CPU processes):
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from absl import app
@@ -107,8 +108,31 @@ def main(argv) -> None:
     loop.evaluate_checkpoint(config, workdir, step=_CHECKPOINT_STEP.value)
 
 
+def parse_flags(argv):
+  """absl parsing, with unknown --config.FIELD overrides reported by name (exit status 2).
+
+  config_flags raises a bare AttributeError/KeyError for a field the config lacks; this
+  turns it into a one-line error naming the flag (ill-typed values already get absl's
+  "flag --config.x=...: invalid literal" message).
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.stderr.write(f"FATAL Flags parsing error: {e}\n")
+    sys.exit(2)
+  except (AttributeError, KeyError) as e:
+    match = re.search(r"[A-Za-z_]\w*", str(e))
+    key = match.group(0) if match else "?"
+    hint = re.search(r'Did you mean "(\w+)"', str(e))
+    culprits = [a for a in argv[1:] if a.startswith("--config.") and key in a]
+    where = culprits[0] if culprits else "a --config.FIELD override"
+    sys.stderr.write(f"FATAL unknown config field in {where}: the config has no field {key!r}"
+                     + (f"; did you mean {hint.group(1)!r}?" if hint else "") + "\n")
+    sys.exit(2)
+
+
 def run() -> None:
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":
