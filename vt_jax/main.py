@@ -101,7 +101,7 @@ def main(argv) -> None:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")
   from vt_jax.train import loop  # pylint: disable=g-import-not-at-top
-  workdir = os.path.abspath(_WORKDIR.value)
+  workdir = _WORKDIR.value if "://" in _WORKDIR.value else os.path.abspath(_WORKDIR.value)
   if _MODE.value == "train":
     loop.train_and_evaluate(config, workdir)
   else:

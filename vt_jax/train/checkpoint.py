@@ -20,6 +20,8 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoint_dir(workdir: str) -> str:
+  if "://" in workdir:  # gs://... : orbax writes there directly
+    return workdir.rstrip("/") + "/checkpoints"
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from vt_jax.train import checkpoint as ckpt_lib
@@ -77,8 +78,8 @@ class _Setup:
 
 def _write_config(config, workdir):
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    tf.io.gfile.makedirs(workdir)
+    with tf.io.gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
@@ -216,7 +217,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, step
   result = s.evaluate(state)
   result["step"] = restored_step
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, f"eval_step_{restored_step}.json"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(workdir, f"eval_step_{restored_step}.json"), "w") as f:
       json.dump(result, f, indent=2)
   logging.info("eval of step %d: %s", restored_step, result)
   print("EVAL " + json.dumps(result), flush=True)

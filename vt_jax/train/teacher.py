@@ -37,7 +37,7 @@ def load_teacher(distill: ml_collections.ConfigDict, mesh):
     raise ValueError("config.distill.teacher_config is set but config.distill."
                      "teacher_checkpoint is empty; give the teacher's workdir")
   workdir = distill.teacher_checkpoint
-  if not os.path.isdir(ckpt_lib.checkpoint_dir(workdir)):
+  if "://" not in workdir and not os.path.isdir(ckpt_lib.checkpoint_dir(workdir)):
     raise FileNotFoundError(f"config.distill.teacher_checkpoint={workdir!r}: no "
                             f"{ckpt_lib.checkpoint_dir(workdir)} directory")
   manager = ckpt_lib.make_manager(workdir, read_only=True)

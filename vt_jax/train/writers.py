@@ -12,6 +12,7 @@ import os
 from typing import Any, Mapping
 
 import jax
+import tensorflow as tf
 from absl import logging
 
 
@@ -37,7 +38,7 @@ class JsonlWriter:
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     record = {"step": int(step), "split": self._split}
     record.update({k: float(v) for k, v in scalars.items()})
-    with open(self._path, "a") as f:
+    with tf.io.gfile.GFile(self._path, "a") as f:  # gfile: local paths and gs://
       f.write(json.dumps(record) + "\n")
 
   def flush(self):
@@ -77,7 +78,7 @@ def make_writers(workdir: str) -> dict[str, MultiWriter]:
   """{'train': writer, 'eval': writer}; on processes other than 0 they drop everything."""
   if jax.process_index() != 0:
     return {"train": MultiWriter([]), "eval": MultiWriter([])}
-  os.makedirs(workdir, exist_ok=True)
+  tf.io.gfile.makedirs(workdir)
   result = {}
   for split in ("train", "eval"):
     ws = [ConsoleWriter(split), JsonlWriter(os.path.join(workdir, "metrics.jsonl"), split)]
