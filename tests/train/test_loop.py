@@ -6,11 +6,14 @@ import logging
 import os
 import shutil
 
+import chex
+import orbax.checkpoint as ocp
 import pytest
 
 from tests.train import train_fakes
 from vt_jax.train import checkpoint as ckpt_lib
 from vt_jax.train import loop
+from vt_jax.train import sharding as sharding_lib
 
 
 def _records(workdir):
@@ -107,3 +110,31 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
   loop.train_and_evaluate(config, workdir, datasets=train_fakes.FakeData)
   assert ckpt_lib.make_manager(workdir, config).latest_step() == 4
   assert max(r["step"] for r in _records(workdir)) == 4
+
+
+def test_distillation_from_config_file_and_checkpoint_with_ema(full_run, tmp_path):
+  from vt_jax.train import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
+  teacher_file = tmp_path / "teacher_config.py"
+  teacher_file.write_text(
+      "from tests.train import train_fakes\n\n"
+      "def get_config(arg=None):\n"
+      "  return train_fakes.tiny_config()\n")
+  config = train_fakes.tiny_config(num_train_steps=2, ema_decay=0.5)
+  config.distill.update(teacher_config=str(teacher_file), teacher_checkpoint=full_run[0],
+                        temperature=2.0)
+  # The teacher is the checkpoint's last step (EMA weights = weights when EMA was off).
+  mesh = sharding_lib.make_mesh(config.mesh)
+  _, variables = teacher_lib.load_teacher(config.distill, mesh)
+  manager = ckpt_lib.make_manager(full_run[0], read_only=True)
+  saved = manager.restore(6, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  chex.assert_trees_all_close(variables["params"], saved["params"])
+  workdir = str(tmp_path / "student")
+  result = loop.train_and_evaluate(config, workdir, datasets=train_fakes.FakeData)
+  assert "ema_top1" in result and 0.0 <= result["ema_top1"] <= 1.0
+  student = _records(workdir)[0]
+  plain = _records(full_run[0])[0]
+  assert student["step"] == plain["step"] == 2
+  assert student["loss"] != pytest.approx(plain["loss"])  # KD term changes the loss
+  config.distill.teacher_checkpoint = str(tmp_path / "nowhere")
+  with pytest.raises(FileNotFoundError, match="teacher_checkpoint="):
+    teacher_lib.load_teacher(config.distill, mesh)
