@@ -114,3 +114,15 @@ def apply_advanced_model(model: ml_collections.ConfigDict) -> None:
   """The advanced recipe's model fields: dropout 0.2, stochastic depth survival 0.9."""
   model.dropout = 0.2
   model.stochastic_depth_survival = 0.9
+
+
+RECIPES = {"default": default, "advanced": advanced}
+
+
+def add_recipe(config: ml_collections.ConfigDict, name: str) -> None:
+  """Adds recipe `name`'s fields to `config` (whose model section is set) in place."""
+  if name not in RECIPES:
+    raise ValueError(f"recipe={name!r}; choose one of {sorted(RECIPES)}")
+  config.update(RECIPES[name]())
+  if name == "advanced":
+    apply_advanced_model(config.model)
