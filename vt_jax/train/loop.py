@@ -175,7 +175,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
       done = step + 1
       last = done == total
       do_eval = done % eval_every == 0 or last
-      do_save = do_eval or done % ckpt_every == 0 or last or stop["signal"] is not None
+      # Several processes must agree on the step at which they stop: orbax's preemption
+      # sync point (jax.distributed's preemption service) gives that; alone, the flag does.
+      stopping = (stop["signal"] is not None if jax.process_count() == 1
+                  else s.manager.reached_preemption(done))
+      do_save = do_eval or done % ckpt_every == 0 or last or stopping
       if done % log_every == 0 or last or do_save:
         flush()
       score = None
@@ -185,7 +189,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
         score = s.score(eval_metrics)
       if do_save:
         ckpt_lib.save(s.manager, state, score)
-      if stop["signal"] is not None:
+      if stopping:
         logging.warning("SIGTERM received: saved the checkpoint at step %d in %s; exiting. "
                         "Run the same command again to resume.", done, workdir)
         break
