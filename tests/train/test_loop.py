@@ -70,6 +70,12 @@ def test_eval_mode_reproduces_last_training_eval(full_run):
     assert evaluated[key] == pytest.approx(result[key], rel=1e-6)
   with open(os.path.join(workdir, "eval_step_6.json")) as f:
     assert json.load(f)["top1"] == pytest.approx(result["top1"])
+  earlier = loop.evaluate_checkpoint(train_fakes.tiny_config(), workdir, step=4,
+                                     datasets=train_fakes.FakeData)
+  assert earlier["step"] == 4
+  with pytest.raises(ckpt_lib.CheckpointError, match=r"no checkpoint for step 5 .* \[2, 4, 6\]"):
+    loop.evaluate_checkpoint(train_fakes.tiny_config(), workdir, step=5,
+                             datasets=train_fakes.FakeData)
 
 
 def test_corrupt_latest_checkpoint_falls_back_and_says_so(full_run, tmp_path, caplog):
