@@ -144,3 +144,12 @@ def test_distillation_from_config_file_and_checkpoint_with_ema(full_run, tmp_pat
   config.distill.teacher_checkpoint = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="teacher_checkpoint="):
     teacher_lib.load_teacher(config.distill, mesh)
+
+
+def test_rerunning_a_finished_run_trains_nothing_and_reports_its_eval(full_run):
+  workdir, result = full_run
+  before = _records(workdir)
+  again = loop.train_and_evaluate(train_fakes.tiny_config(), workdir,
+                                  datasets=train_fakes.FakeData)
+  assert again == pytest.approx(result)
+  assert _records(workdir) == before

@@ -194,6 +194,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
                         "Run the same command again to resume.", done, workdir)
         break
     step = int(jax.device_get(state.step))
+    if start >= total:  # the workdir holds a finished run: report its evaluation
+      logging.info("the checkpoint at step %d already reaches the %d training steps; "
+                   "evaluating it", start, total)
+      eval_metrics = s.evaluate(state)
     s.manager.wait_until_finished()
   finally:
     if previous_handler is not None:
