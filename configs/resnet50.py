@@ -2,17 +2,22 @@
 
   python -m vt_jax.profile --config=configs/resnet50.py
   python -m vt_jax.main --config=configs/resnet50.py --workdir=/tmp/resnet50
+  python -m vt_jax.main --config=configs/resnet50.py:recipe=advanced --workdir=DIR  # Table 8 recipe
 """
 
 import ml_collections
 
 from vt_jax.config_lib import args as args_lib
+from vt_jax.config_lib import data
 from vt_jax.config_lib import models
+from vt_jax.config_lib import recipes
 
 
 def get_config(arg=None):
-  arg = args_lib.parse_arg(arg)
-  del arg  # no variants yet
+  arg = args_lib.parse_arg(arg, recipe="default")
   config = ml_collections.ConfigDict()
   config.model = models.resnet(50)
+  # Training recipe (reference section 4; lengths in epochs) and ImageNet input.
+  recipes.add_recipe(config, arg.recipe)
+  config.data = data.imagenet(augment="autoaugment" if arg.recipe == "advanced" else "none")
   return config

@@ -4,6 +4,7 @@
   python -m vt_jax.profile --config=configs/vt_r101.py:v1          # first arXiv version
   python -m vt_jax.profile --config=configs/vt_r101.py:tokens=32   # any L
   python -m vt_jax.main --config=configs/vt_r101.py --workdir=/tmp/vt_r101
+  python -m vt_jax.main --config=configs/vt_r101.py:recipe=advanced --workdir=DIR  # Table 8 recipe
 
 Widths the paper leaves open: vt_jax/config_lib/presets.py (chosen to land on Table 8).
 """
@@ -11,13 +12,18 @@ Widths the paper leaves open: vt_jax/config_lib/presets.py (chosen to land on Ta
 import ml_collections
 
 from vt_jax.config_lib import args as args_lib
+from vt_jax.config_lib import data
 from vt_jax.config_lib import models
+from vt_jax.config_lib import recipes
 
 
 def get_config(arg=None):
-  arg = args_lib.parse_arg(arg, v1=False, tokens=0)
+  arg = args_lib.parse_arg(arg, v1=False, tokens=0, recipe="default")
   config = ml_collections.ConfigDict()
   config.model = models.vt_resnet(101, "v1" if arg.v1 else "iccv")
   if arg.tokens:  # 0 keeps the preset's L
     config.model.vt.tokens = arg.tokens
+  # Training recipe (reference section 4; lengths in epochs) and ImageNet input.
+  recipes.add_recipe(config, arg.recipe)
+  config.data = data.imagenet(augment="autoaugment" if arg.recipe == "advanced" else "none")
   return config

@@ -1,0 +1,90 @@
+"""The jitted steps: overfitting, 1 vs 8 devices, parameter sharding, bfloat16 compute."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.train import train_fakes
+from vt_jax import models
+from vt_jax.train import sharding as sharding_lib
+from vt_jax.train import state as state_lib
+from vt_jax.train import steps as steps_lib
+from vt_jax.train import optim
+
+
+def _config(**overrides):
+  return train_fakes.tiny_config(**overrides)
+
+
+def _run(config, devices, num_steps, batches):
+  """Returns (losses, final state) of `num_steps` train steps on `devices`."""
+  mesh = sharding_lib.make_mesh(config.mesh, devices)
+  model = models.create_model(config.model)
+  tx = optim.make_optimizer(config, 4)
+  init = lambda rng: state_lib.create(model, tx, rng, (16, 16, 3))
+  shardings = sharding_lib.state_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), mesh,
+                                           config.mesh.rules)
+  state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
+  step = steps_lib.make_train_step(model, tx, config, 4, mesh, shardings)
+  losses = []
+  for i in range(num_steps):
+    batch = jax.device_put(batches[i % len(batches)], sharding_lib.batch_sharding(mesh))
+    state, metrics = step(state, batch)
+    losses.append(metrics["loss"])
+  return np.array(jax.device_get(losses)), state
+
+
+def _batches(n):
+  out = []
+  for k in range(n):
+    images, labels = train_fakes._examples(0, np.arange(16) + 16 * k)  # pylint: disable=protected-access
+    out.append({"image": images, "label": labels, "valid": np.ones(16, np.float32)})
+  return out
+
+
+def test_overfits_one_fixed_batch():
+  losses, _ = _run(_config(), jax.devices(), 40, _batches(1))
+  assert losses[-1] < 0.05, losses
+  assert losses[-1] < losses[0] / 20
+
+
+def test_one_device_and_eight_devices_agree():
+  batches = _batches(4)
+  one, _ = _run(_config(), jax.devices()[:1], 4, batches)
+  eight, _ = _run(_config(), jax.devices(), 4, batches)
+  np.testing.assert_allclose(one, eight, rtol=2e-3)
+
+
+def test_parameter_sharding_axis_shards_state_and_agrees():
+  batches = _batches(3)
+  config = _config()
+  config.mesh.update(data=4, model=2)
+  sharded, state = _run(config, jax.devices(), 3, batches)
+  replicated, _ = _run(_config(), jax.devices(), 3, batches)
+  np.testing.assert_allclose(sharded, replicated, rtol=2e-3)
+  kernels = [x for x in jax.tree.leaves(state.params) if x.ndim == 4]
+  assert any("model" in str(x.sharding.spec) for x in kernels)
+  # The optimizer state follows the parameters' sharding rules too.
+  momenta = [x for x in jax.tree.leaves(state.opt_state) if getattr(x, "ndim", 0) == 4]
+  assert any("model" in str(x.sharding.spec) for x in momenta)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_trains():
+  config = _config()
+  config.model.dtype = "bfloat16"
+  losses, state = _run(config, jax.devices(), 12, _batches(1))
+  assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype("float32")}
+  assert {x.dtype for x in jax.tree.leaves(state.opt_state)
+          if getattr(x, "ndim", 0) > 0} == {jnp.dtype("float32")}
+  assert losses[-1] < losses[0]
+
+
+def test_mesh_errors_name_the_field():
+  config = _config()
+  config.mesh.update(data=3, model=1)
+  with pytest.raises(ValueError, match=r"config.mesh.data=3 x config.mesh.model=1 != 8"):
+    sharding_lib.make_mesh(config.mesh)
+  config.mesh.update(data=-1, model=3)
+  with pytest.raises(ValueError, match=r"config.mesh.model=3 must divide"):
+    sharding_lib.make_mesh(config.mesh)

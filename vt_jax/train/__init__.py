@@ -1,0 +1,1 @@
+"""Training: TrainState, optimizer/schedule/EMA, sharded steps, checkpoints, the loop."""
