@@ -31,7 +31,8 @@ def test_output_shape_at_224(name, depth, variant):
 
 @pytest.mark.parametrize("name,depth,variant", [a for a in ALL if a[1] in (18, 50)])
 def test_runs_at_32px_with_small_image_stem(name, depth, variant):
-  cfg = config(name, depth, variant, num_classes=10, small_image_stem=True, width=8)
+  cfg = config(name, depth, variant, num_classes=10, small_image_stem=True, width=8,
+               zero_init_head=False)
   if name == "vt_resnet":
     cfg.vt.update(token_channels=32, heads=4, projector_heads=4, tokenizer_heads=4)
   model = models.create_model(cfg)
@@ -52,6 +53,8 @@ def test_standard_stem_at_32px_shape():
 
 
 def tiny_vt(variant="iccv", **kw):
+  # A random head: these tests compare logits, which a zero head makes all equal.
+  kw.setdefault("zero_init_head", False)
   cfg = model_configs.vt_resnet(18, variant, num_classes=10, small_image_stem=True, width=8, **kw)
   cfg.vt.update(token_channels=32, heads=4, projector_heads=4, tokenizer_heads=4)
   return cfg
@@ -219,3 +222,14 @@ def test_bfloat16_softmax_runs_in_float32():
   _, state = model.apply(variables, images, mutable=["intermediates"])
   leaves = jax.tree_util.tree_leaves(state["intermediates"])
   assert leaves and all(x.dtype == jnp.float32 for x in leaves)
+
+
+def test_vt_resnet_starts_from_uniform_predictions():
+  assert model_configs.vt_resnet(18).zero_init_head  # the default for VT-ResNets
+  model = models.create_model(tiny_vt(zero_init_head=True))
+  images = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
+  variables = model.init(jax.random.key(0), images)
+  np.testing.assert_array_equal(model.apply(variables, images), 0.0)  # loss = ln(num_classes)
+  random_head = models.create_model(tiny_vt(zero_init_head=False))
+  logits = random_head.apply(random_head.init(jax.random.key(0), images), images)
+  assert float(jnp.abs(logits).max()) > 1e-3

@@ -44,6 +44,16 @@ def test_uninterrupted_run_writes_metrics_config_and_checkpoints(full_run):
   assert os.path.exists(os.path.join(workdir, "config.json"))
   steps = sorted(int(d) for d in os.listdir(ckpt_lib.checkpoint_dir(workdir)) if d.isdigit())
   assert steps == [2, 4, 6]
+  # TensorBoard (clu's writers): DIR/tensorboard/<split>/events.*, with the same scalars.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  for split in ("train", "eval"):
+    files = tf.io.gfile.glob(os.path.join(workdir, "tensorboard", split, "events.out.tfevents.*"))
+    assert len(files) == 1, files
+    tags = set()
+    for raw in tf.data.TFRecordDataset(files[0]):
+      event = tf.compat.v1.Event.FromString(raw.numpy())
+      tags |= {(event.step, v.tag) for v in event.summary.value}
+    assert (6, "top1") in tags and (6, "loss") in tags
 
 
 def test_killed_then_resumed_run_equals_uninterrupted(full_run, tmp_path):

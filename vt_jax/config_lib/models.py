@@ -22,6 +22,7 @@ def resnet(depth: int, **overrides) -> ml_collections.ConfigDict:
       dropout=0.0,              # head dropout rate (advanced recipe: 0.2)
       stochastic_depth_survival=1.0,  # survival of the deepest block; 1.0 = off (advanced: 0.9)
       zero_init_residual=False,  # zero-init each block's last BN scale
+      zero_init_head=False,     # zero-init the classifier (uniform predictions at step 0)
   ))
   cfg.update(overrides)
   return cfg
@@ -35,6 +36,9 @@ def vt_resnet(depth: int, variant: str = "iccv", **overrides) -> ml_collections.
   documents each choice). `overrides` may set top-level fields and `vt=dict(...)`.
   """
   vt_overrides = overrides.pop("vt", {})
+  # VT tokens leave un-normalised residual modules with a large scale (logit std
+  # ~5 at init with a random head): start from uniform predictions instead.
+  overrides.setdefault("zero_init_head", True)
   cfg = resnet(depth, **overrides)
   cfg.name = "vt_resnet"
   cfg.vt = ml_collections.ConfigDict(dict(

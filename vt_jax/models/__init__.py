@@ -26,7 +26,8 @@ def _common(config) -> dict:
   return dict(depth=config.depth, num_classes=config.num_classes, width=config.width,
               small_image_stem=config.small_image_stem, dropout=config.dropout,
               stochastic_depth_survival=config.stochastic_depth_survival,
-              zero_init_residual=config.zero_init_residual, dtype=_dtype(config))
+              zero_init_residual=config.zero_init_residual,
+              zero_init_head=config.zero_init_head, dtype=_dtype(config))
 
 
 def _check_vt(vt) -> None:

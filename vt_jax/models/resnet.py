@@ -186,15 +186,23 @@ class ResNetBackbone(nn.Module):
 
 
 class Head(nn.Module):
-  """Dropout + fully connected layer; logits in float32."""
+  """Dropout + fully connected layer; logits in float32.
+
+  zero_init: start from uniform predictions (big_vision's default for
+  transformer heads); VT tokens leave un-normalised residual modules with a
+  large scale, and a random head then starts at a loss of ~10, not ln(K).
+  """
   num_classes: int
   dropout: float = 0.0
+  zero_init: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, pooled: jax.Array, train: bool) -> jax.Array:
     pooled = nn.Dropout(self.dropout, deterministic=not train)(pooled)
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(pooled).astype(jnp.float32)
+    init = nn.initializers.zeros if self.zero_init else nn.linear.default_kernel_init
+    return nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=init,
+                    name="fc")(pooled).astype(jnp.float32)
 
 
 class ResNet(nn.Module):
@@ -206,6 +214,7 @@ class ResNet(nn.Module):
   dropout: float = 0.0
   stochastic_depth_survival: float = 1.0
   zero_init_residual: bool = False
+  zero_init_head: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -213,4 +222,5 @@ class ResNet(nn.Module):
     x = ResNetBackbone(self.depth, self.width, self.small_image_stem, 5,
                        self.stochastic_depth_survival, self.zero_init_residual, self.dtype,
                        name="backbone")(images, train)
-    return Head(self.num_classes, self.dropout, self.dtype, name="head")(x.mean(axis=(1, 2)), train)
+    return Head(self.num_classes, self.dropout, self.zero_init_head, self.dtype,
+                name="head")(x.mean(axis=(1, 2)), train)

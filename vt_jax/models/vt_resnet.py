@@ -48,6 +48,7 @@ class VTResNet(nn.Module):
   dropout: float = 0.0
   stochastic_depth_survival: float = 1.0
   zero_init_residual: bool = False
+  zero_init_head: bool = True
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -57,5 +58,5 @@ class VTResNet(nn.Module):
                               self.dtype, name="backbone")(images, train)
     modules = self.vt.modules or resnet.STAGE_SIZES[self.depth][3]
     tokens = VTStage(self.vt, modules, self.dtype, name="stage5")(x)
-    return resnet.Head(self.num_classes, self.dropout, self.dtype, name="head")(
-        tokens.mean(axis=1), train)
+    return resnet.Head(self.num_classes, self.dropout, self.zero_init_head, self.dtype,
+                       name="head")(tokens.mean(axis=1), train)

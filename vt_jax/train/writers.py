@@ -1,9 +1,4 @@
-"""Metric writers: console, DIR/metrics.jsonl and TensorBoard; process 0 only.
-
-clu's `metric_writers` package imports `tensorboard` at import time, which is not a
-dependency of vt_jax (see setup.cfg). So the console and JSONL writers are these few
-lines, and clu's SummaryWriter is used for TensorBoard when `tensorboard` is installed.
-"""
+"""Metric writers: clu's console + TensorBoard writers, plus DIR/metrics.jsonl; process 0 only."""
 
 from __future__ import annotations
 
@@ -13,23 +8,15 @@ from typing import Any, Mapping
 
 import jax
 import tensorflow as tf
-from absl import logging
+from clu import metric_writers
 
 
-class ConsoleWriter:
-  def __init__(self, split: str):
-    self._split = split
+class JsonlWriter(metric_writers.MetricWriter):
+  """Appends one JSON object per event: {"step": int, "split": str, <metric>: float, ...}.
 
-  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
-    logging.info("[%d] %s: %s", step, self._split,
-                 ", ".join(f"{k}={float(v):.6g}" for k, v in scalars.items()))
-
-  def flush(self):
-    pass
-
-
-class JsonlWriter:
-  """One JSON object per event: {"step": int, "split": str, <metric>: float, ...}."""
+  clu has no JSON-lines writer; this is the file tools and tests read. Only
+  scalars are recorded (images, histograms... go to TensorBoard).
+  """
 
   def __init__(self, path: str, split: str):
     self._path = path
@@ -41,49 +28,49 @@ class JsonlWriter:
     with tf.io.gfile.GFile(self._path, "a") as f:  # gfile: local paths and gs://
       f.write(json.dumps(record) + "\n")
 
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def write_images(self, step, images):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def write_hparams(self, hparams):
+    pass
+
   def flush(self):
     pass
 
-
-class MultiWriter:
-  def __init__(self, writers):
-    self._writers = list(writers)
-
-  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
-    for w in self._writers:
-      w.write_scalars(step, scalars)
-
-  def flush(self):
-    for w in self._writers:
-      w.flush()
+  def close(self):
+    pass
 
 
-_warned = []
+def make_writers(workdir: str) -> dict[str, metric_writers.MetricWriter]:
+  """{'train': writer, 'eval': writer}; on processes other than 0 they drop everything.
 
-
-def _tensorboard_writer(logdir: str):
-  try:
-    from clu.metric_writers.summary_writer import SummaryWriter  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    if _warned:
-      return None
-    _warned.append(True)
-    logging.warning("TensorBoard events are not written (%s); `pip install tensorboard` "
-                    "to get them. Console and metrics.jsonl are unaffected.", e)
-    return None
-  return SummaryWriter(logdir)
-
-
-def make_writers(workdir: str) -> dict[str, MultiWriter]:
-  """{'train': writer, 'eval': writer}; on processes other than 0 they drop everything."""
+  Each writes to the console (absl logging), DIR/tensorboard/<split> and
+  DIR/metrics.jsonl.
+  """
   if jax.process_index() != 0:
-    return {"train": MultiWriter([]), "eval": MultiWriter([])}
+    return {split: metric_writers.MultiWriter([]) for split in ("train", "eval")}
   tf.io.gfile.makedirs(workdir)
-  result = {}
-  for split in ("train", "eval"):
-    ws = [ConsoleWriter(split), JsonlWriter(os.path.join(workdir, "metrics.jsonl"), split)]
-    tb = _tensorboard_writer(os.path.join(workdir, "tensorboard", split))
-    if tb is not None:
-      ws.append(tb)
-    result[split] = MultiWriter(ws)
-  return result
+  jsonl = os.path.join(workdir, "metrics.jsonl")
+  return {
+      split: metric_writers.MultiWriter([
+          metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),
+                                               asynchronous=False, collection=split),
+          JsonlWriter(jsonl, split),
+      ])
+      for split in ("train", "eval")
+  }
