@@ -7,12 +7,15 @@ named, instead of surfacing as a wrong label during training.
 
 from __future__ import annotations
 
+import abc
 import io
 import os
-from typing import Iterable
+import sys
+from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image
+import tensorflow_datasets as tfds
 
 IGNORE_LABEL = 255  # Mask value of unlabelled pixels in every segmentation builder.
 
@@ -112,3 +115,52 @@ def check_same_size(dataset: str, split: str, image_path: str, mask_path: str,
     raise BadExampleError(
         f'{dataset}: split {split!r}: image {image_path!r} is {image_size} '
         f'(height, width) but its mask {mask_path!r} is {mask.shape}.')
+
+
+class SegmentationFilesBuilder(tfds.core.GeneratorBasedBuilder):
+  """A builder that reads (image, mask) file pairs from the tfds manual directory.
+
+  Subclasses name the files (`REQUIRED_PATHS`, `_pairs`), the class mapping
+  (`_lookup`) and the docs; decoding and checking every pair is shared.
+  """
+
+  VERSION = tfds.core.Version('1.0.0')
+  SPLITS: tuple[str, ...] = ('train', 'validation')
+  REQUIRED_PATHS: tuple[str, ...] = ()  # relative to the manual dir; checked up front
+  MASK_DOC = ''
+  ID_DOC = ''
+  HOMEPAGE = ''
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        description=sys.modules[type(self).__module__].__doc__,  # the builder module's doc
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
+            'mask': tfds.features.Tensor(shape=(None, None), dtype=np.uint8, encoding='zlib',
+                                         doc=self.MASK_DOC),
+            'id': tfds.features.Text(doc=self.ID_DOC),
+        }),
+        homepage=self.HOMEPAGE,
+    )
+
+  def _split_generators(self, dl_manager):
+    manual_dir = dl_manager.manual_dir
+    check_manual_files(self.name, manual_dir, self.REQUIRED_PATHS,
+                       self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    return {split: self._generate_examples(manual_dir, split) for split in self.SPLITS}
+
+  def _generate_examples(self, manual_dir, split):
+    lookup = self._lookup()
+    for key, image_path, mask_path in self._pairs(os.fspath(manual_dir), split):
+      image, size = read_image(self.name, split, image_path)
+      mask = read_mask(self.name, split, mask_path, lookup)
+      check_same_size(self.name, split, image_path, mask_path, size, mask)
+      yield key, {'image': image, 'mask': mask, 'id': key}
+
+  @abc.abstractmethod
+  def _lookup(self) -> np.ndarray:
+    """int [256]: stored mask value -> class id, IGNORE_LABEL, or -1 (invalid)."""
+
+  @abc.abstractmethod
+  def _pairs(self, manual_dir: str, split: str) -> Iterator[tuple[str, str, str]]:
+    """Yields (example id, image path, mask path); raises naming a missing file."""

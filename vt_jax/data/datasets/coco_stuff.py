@@ -60,37 +60,22 @@ def raw_to_class_lookup() -> np.ndarray:
   return lookup
 
 
-class CocoStuff(tfds.core.GeneratorBasedBuilder):
+class CocoStuff(_manual.SegmentationFilesBuilder):
   """COCO-Stuff 164k (171 classes), read from the official files."""
 
-  VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'stuffthingmaps_trainval2017, 171 contiguous classes.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  REQUIRED_PATHS = tuple(d for dirs in SPLIT_DIRS.values() for d in dirs)
+  MASK_DOC = (f'0..{NUM_CLASSES - 1} = used COCO-Stuff ids in order; '
+              f'{IGNORE_LABEL} = unlabeled.')
+  ID_DOC = 'COCO image id (file stem).'
+  HOMEPAGE = 'https://github.com/nightrome/cocostuff'
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-            'mask': tfds.features.Tensor(
-                shape=(None, None), dtype=np.uint8, encoding='zlib',
-                doc=f'0..{NUM_CLASSES - 1} = used COCO-Stuff ids in order; '
-                    f'{IGNORE_LABEL} = unlabeled.'),
-            'id': tfds.features.Text(doc='COCO image id (file stem).'),
-        }),
-        homepage='https://github.com/nightrome/cocostuff',
-    )
+  def _lookup(self):
+    return raw_to_class_lookup()
 
-  def _split_generators(self, dl_manager):
-    manual_dir = dl_manager.manual_dir
-    _manual.check_manual_files(
-        'coco_stuff', manual_dir, [d for dirs in SPLIT_DIRS.values() for d in dirs],
-        MANUAL_DOWNLOAD_INSTRUCTIONS)
-    return {split: self._generate_examples(manual_dir, split) for split in SPLIT_DIRS}
-
-  def _generate_examples(self, manual_dir, split):
+  def _pairs(self, manual_dir, split):
     image_dir, mask_dir = (os.path.join(manual_dir, d) for d in SPLIT_DIRS[split])
-    lookup = raw_to_class_lookup()
     stems = sorted(f[:-len('.png')] for f in os.listdir(mask_dir) if f.endswith('.png'))
     if not stems:
       raise FileNotFoundError(
@@ -102,7 +87,4 @@ class CocoStuff(tfds.core.GeneratorBasedBuilder):
       if not os.path.exists(image_path):
         raise FileNotFoundError(
             f'coco_stuff: split {split!r}: label {mask_path!r} has no image {image_path!r}.')
-      image, size = _manual.read_image('coco_stuff', split, image_path)
-      mask = _manual.read_mask('coco_stuff', split, mask_path, lookup)
-      _manual.check_same_size('coco_stuff', split, image_path, mask_path, size, mask)
-      yield stem, {'image': image, 'mask': mask, 'id': stem}
+      yield stem, image_path, mask_path

@@ -75,37 +75,21 @@ def read_ids(dataset: str, split: str, path: str) -> list[str]:
   return ids
 
 
-class Lip(tfds.core.GeneratorBasedBuilder):
+class Lip(_manual.SegmentationFilesBuilder):
   """Look Into Person human parsing, read from the official files."""
 
-  VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Official LIP train/val parsing annotations.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  REQUIRED_PATHS = tuple(p for files in SPLIT_FILES.values() for p in files)
+  MASK_DOC = f'0..{NUM_CLASSES - 1} = {", ".join(CLASS_NAMES)}; {IGNORE_LABEL} = unlabelled.'
+  ID_DOC = 'LIP image id (file stem).'
+  HOMEPAGE = 'https://sysu-hcp.net/lip/'
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-            'mask': tfds.features.Tensor(
-                shape=(None, None), dtype=np.uint8, encoding='zlib',
-                doc=f'0..{NUM_CLASSES - 1} = {", ".join(CLASS_NAMES)}; '
-                    f'{IGNORE_LABEL} = unlabelled.'),
-            'id': tfds.features.Text(doc='LIP image id (file stem).'),
-        }),
-        homepage='https://sysu-hcp.net/lip/',
-    )
+  def _lookup(self):
+    return _lookup()
 
-  def _split_generators(self, dl_manager):
-    manual_dir = dl_manager.manual_dir
-    _manual.check_manual_files(
-        'lip', manual_dir, [p for files in SPLIT_FILES.values() for p in files],
-        MANUAL_DOWNLOAD_INSTRUCTIONS)
-    return {split: self._generate_examples(manual_dir, split) for split in SPLIT_FILES}
-
-  def _generate_examples(self, manual_dir, split):
+  def _pairs(self, manual_dir, split):
     image_dir, mask_dir, id_file = (os.path.join(manual_dir, p) for p in SPLIT_FILES[split])
-    lookup = _lookup()
     for example_id in read_ids('lip', split, id_file):
       image_path = os.path.join(image_dir, example_id + '.jpg')
       mask_path = os.path.join(mask_dir, example_id + '.png')
@@ -114,7 +98,4 @@ class Lip(tfds.core.GeneratorBasedBuilder):
           raise FileNotFoundError(
               f"lip: split {split!r}: id {example_id!r} from {id_file!r} has no file "
               f"{path!r}.")
-      image, size = _manual.read_image('lip', split, image_path)
-      mask = _manual.read_mask('lip', split, mask_path, lookup)
-      _manual.check_same_size('lip', split, image_path, mask_path, size, mask)
-      yield example_id, {'image': image, 'mask': mask, 'id': example_id}
+      yield example_id, image_path, mask_path
