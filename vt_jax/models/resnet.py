@@ -205,8 +205,8 @@ class Head(nn.Module):
                     name="fc")(pooled).astype(jnp.float32)
 
 
-class ResNet(nn.Module):
-  """torchvision ResNet: [B, H, W, 3] float -> logits [B, num_classes]."""
+class Classifier(nn.Module):
+  """Fields shared by the image classifiers (ResNet, VT-ResNet); see config_lib.models."""
   depth: int
   num_classes: int = 1000
   width: int = 64
@@ -217,10 +217,19 @@ class ResNet(nn.Module):
   zero_init_head: bool = False
   dtype: Dtype = jnp.float32
 
+  def backbone(self, last_stage: int) -> "ResNetBackbone":
+    return ResNetBackbone(self.depth, self.width, self.small_image_stem, last_stage,
+                          self.stochastic_depth_survival, self.zero_init_residual, self.dtype,
+                          name="backbone")
+
+  def head(self) -> "Head":
+    return Head(self.num_classes, self.dropout, self.zero_init_head, self.dtype, name="head")
+
+
+class ResNet(Classifier):
+  """torchvision ResNet: [B, H, W, 3] float -> logits [B, num_classes]."""
+
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
-    x = ResNetBackbone(self.depth, self.width, self.small_image_stem, 5,
-                       self.stochastic_depth_survival, self.zero_init_residual, self.dtype,
-                       name="backbone")(images, train)
-    return Head(self.num_classes, self.dropout, self.zero_init_head, self.dtype,
-                name="head")(x.mean(axis=(1, 2)), train)
+    x = self.backbone(last_stage=5)(images, train)
+    return self.head()(x.mean(axis=(1, 2)), train)

@@ -38,25 +38,16 @@ class VTStage(nn.Module):
     return tokens
 
 
-class VTResNet(nn.Module):
+class VTResNet(resnet.Classifier):
   """[B, H, W, 3] float -> logits [B, num_classes]."""
-  depth: int
-  vt: Any  # FrozenConfigDict
-  num_classes: int = 1000
-  width: int = 64
-  small_image_stem: bool = False
-  dropout: float = 0.0
-  stochastic_depth_survival: float = 1.0
-  zero_init_residual: bool = False
+  vt: Any = None  # FrozenConfigDict: model.vt
   zero_init_head: bool = True
-  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
-    x = resnet.ResNetBackbone(self.depth, self.width, self.small_image_stem, 4,
-                              self.stochastic_depth_survival, self.zero_init_residual,
-                              self.dtype, name="backbone")(images, train)
+    if self.vt is None:
+      raise ValueError("VTResNet needs its VT config (model.vt)")
+    x = self.backbone(last_stage=4)(images, train)
     modules = self.vt.modules or resnet.STAGE_SIZES[self.depth][3]
     tokens = VTStage(self.vt, modules, self.dtype, name="stage5")(x)
-    return resnet.Head(self.num_classes, self.dropout, self.zero_init_head, self.dtype,
-                       name="head")(tokens.mean(axis=1), train)
+    return self.head()(tokens.mean(axis=1), train)
