@@ -1,0 +1,49 @@
+"""Two JAX processes on 127.0.0.1 (gloo CPU collectives) through launch/local_multiprocess.sh."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_run_matches_single_process_eval_of_its_checkpoint(tmp_path):
+  workdir = tmp_path / "mp"
+  env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()),
+             LOGDIR=str(tmp_path / "logs"), PYTHONPATH=ROOT)
+  env.pop("XLA_FLAGS", None)  # the launcher gives each process its own device count
+  flags = [f"--workdir={workdir}", "--config=configs/quickstart.py",
+           "--config.num_train_steps=4", "--config.log_every_steps=2", "--config.batch_size=32"]
+  proc = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", *flags], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  logs = {p: (tmp_path / "logs" / p).read_text()[-2000:] for p in os.listdir(tmp_path / "logs")}
+  assert proc.returncode == 0, logs
+  records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  # Only process 0 writes: each event appears once.
+  assert [(r["step"], r["split"]) for r in records] == [(2, "train"), (4, "train"), (4, "eval")]
+  distributed_eval = records[-1]
+  # Process 1 really took part: it trained to the end and computed the same eval.
+  p1_final = [l for l in logs["process_1.log"].splitlines() if l.startswith("FINAL ")]
+  assert p1_final, logs["process_1.log"]
+  assert json.loads(p1_final[-1][len("FINAL "):])["top1"] == distributed_eval["top1"]
+
+  single = subprocess.run([sys.executable, "-m", "vt_jax.main", "--mode=eval", *flags],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                          capture_output=True, text=True, timeout=600)
+  assert single.returncode == 0, single.stderr[-3000:]
+  lines = [l for l in single.stdout.splitlines() if l.startswith("EVAL ")]
+  final = json.loads(lines[-1][len("EVAL "):])
+  assert final["step"] == 4
+  assert final["top1"] == pytest.approx(distributed_eval["top1"], abs=1e-9)
+  assert final["loss"] == pytest.approx(distributed_eval["loss"], rel=1e-5)
