@@ -88,3 +88,21 @@ def test_mesh_errors_name_the_field():
   config.mesh.update(data=-1, model=3)
   with pytest.raises(ValueError, match=r"config.mesh.model=3 must divide"):
     sharding_lib.make_mesh(config.mesh)
+
+
+def test_ema_tracks_params_and_batch_stats_with_the_configured_decay():
+  """ema_1 = d * ema_0 + (1 - d) * new_1, where ema_0 = params_0 at init."""
+  decay = 0.75
+  batches = _batches(1)
+  config = _config(ema_decay=decay)
+  _, state0 = _run(config, jax.devices()[:1], 0, batches)
+  _, state1 = _run(config, jax.devices()[:1], 1, batches)
+  for ema_key, new_key in (("ema_params", "params"), ("ema_batch_stats", "batch_stats")):
+    expected = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p,
+                            getattr(state0, ema_key), getattr(state1, new_key))
+    got = getattr(state1, ema_key)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got, expected)
+    # ...and it really differs from the raw params (the update is not the identity).
+    diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
+                                         got, getattr(state1, new_key)))
+    assert max(diffs) > 0

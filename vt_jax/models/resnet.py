@@ -50,6 +50,18 @@ def conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str) -> nn
                  name=name)
 
 
+def shortcut(x: jax.Array, features: int, stride: int, train: bool, dtype: Dtype) -> jax.Array:
+  """The residual path: identity, or a strided 1x1 conv + BN when the shape changes.
+
+  Called inside a block's compact __call__, so its layers belong to the block
+  (torchvision's `downsample.0` / `downsample.1`).
+  """
+  if stride == 1 and x.shape[-1] == features:
+    return x
+  x = conv(features, 1, stride, dtype, "downsample_conv")(x)
+  return batch_norm(train, dtype, "downsample_bn")(x)
+
+
 class StochasticDepth(nn.Module):
   """Drops a residual branch per example with prob 1 - survival (Huang et al., 2016)."""
   survival: float
@@ -76,9 +88,7 @@ class BasicBlock(nn.Module):
     y = nn.relu(batch_norm(train, self.dtype, "bn1")(y))
     y = conv(self.features, 3, 1, self.dtype, "conv2")(y)
     y = batch_norm(train, self.dtype, "bn2", self.zero_init_residual)(y)
-    if self.stride != 1 or x.shape[-1] != self.features:
-      x = conv(self.features, 1, self.stride, self.dtype, "downsample_conv")(x)
-      x = batch_norm(train, self.dtype, "downsample_bn")(x)
+    x = shortcut(x, self.features, self.stride, train, self.dtype)
     return nn.relu(x + StochasticDepth(self.survival)(y, train))
 
 
@@ -98,9 +108,7 @@ class Bottleneck(nn.Module):
     y = nn.relu(batch_norm(train, self.dtype, "bn2")(y))
     y = conv(out, 1, 1, self.dtype, "conv3")(y)
     y = batch_norm(train, self.dtype, "bn3", self.zero_init_residual)(y)
-    if self.stride != 1 or x.shape[-1] != out:
-      x = conv(out, 1, self.stride, self.dtype, "downsample_conv")(x)
-      x = batch_norm(train, self.dtype, "downsample_bn")(x)
+    x = shortcut(x, out, self.stride, train, self.dtype)
     return nn.relu(x + StochasticDepth(self.survival)(y, train))
 
 

@@ -64,9 +64,10 @@ def make_train_step(model, tx, config: ml_collections.ConfigDict, spe: int, mesh
     updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     if ema_decay > 0:
-      ema = lambda e, p: ema_decay * e + (1.0 - ema_decay) * p
-      new_ema_params = jax.tree.map(ema, state.ema_params, new_params)
-      new_ema_stats = jax.tree.map(ema, state.ema_batch_stats, new_batch_stats)
+      # ema <- decay * ema + (1 - decay) * new, for params and BN statistics.
+      new_ema_params = optax.incremental_update(new_params, state.ema_params, 1.0 - ema_decay)
+      new_ema_stats = optax.incremental_update(new_batch_stats, state.ema_batch_stats,
+                                               1.0 - ema_decay)
     else:
       new_ema_params, new_ema_stats = new_params, new_batch_stats
     new_state = state.replace(step=state.step + 1, params=new_params,
