@@ -124,3 +124,14 @@ def test_quickstart_end_to_end_and_exact_resume_after_kill(tmp_path):
 def _records(workdir):
   with open(workdir / "metrics.jsonl") as f:
     return [json.loads(line) for line in f]
+
+
+def test_segmentation_data_with_a_classifier_is_refused_before_any_work():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("ds", os.path.join(ROOT, "configs",
+                                                                   "digit_scenes.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  main_lib.validate_config(module.get_config())  # classification: fine
+  with pytest.raises(ValueError, match="config.data.task='segmentation'"):
+    main_lib.validate_config(module.get_config("task=segmentation"))

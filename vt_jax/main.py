@@ -74,6 +74,12 @@ def validate_config(config) -> None:
   for key in ("batch_size", "eval_batch_size"):
     if config[key] <= 0:
       raise ValueError(f"config.{key}={config[key]} must be > 0")
+  task = config.data.get("task", "classification")
+  if task != "classification":
+    raise ValueError(
+        f"config.data.task={task!r}: model.name={config.model.name!r} is an image classifier "
+        "and the training loop trains classifiers; segmentation models are not built yet "
+        "(use the data tool to look at segmentation data: python -m vt_jax.data --config=...)")
 
 
 def _init_distributed() -> None:
