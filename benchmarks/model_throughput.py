@@ -13,7 +13,6 @@ absolute figures depend on the machine and its load.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import time
 
@@ -22,15 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from vt_jax import models, profile
+from vt_jax.config_lib import files as config_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_model_config(name: str, dtype: str):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  cfg = module.get_config().model
+  cfg = config_files.load(os.path.join(ROOT, "configs", f"{name}.py")).model
   cfg.dtype = dtype
   return cfg
 

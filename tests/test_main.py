@@ -11,6 +11,7 @@ import time
 import pytest
 
 from vt_jax import main as main_lib
+from vt_jax.config_lib import files as config_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,11 +128,7 @@ def _records(workdir):
 
 
 def test_segmentation_data_with_a_classifier_is_refused_before_any_work():
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("ds", os.path.join(ROOT, "configs",
-                                                                   "digit_scenes.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  main_lib.validate_config(module.get_config())  # classification: fine
+  path = os.path.join(ROOT, "configs", "digit_scenes.py")
+  main_lib.validate_config(config_files.load(path))  # classification: fine
   with pytest.raises(ValueError, match="config.data.task='segmentation'"):
-    main_lib.validate_config(module.get_config("task=segmentation"))
+    main_lib.validate_config(config_files.load(path + ":task=segmentation"))

@@ -180,18 +180,16 @@ PAPER = {
 
 def paper_table(config_dir: str = "configs", resolution: int = 224) -> str:
   """Markdown table: paper vs vt_jax for the eight model configs (and v1 variants)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
+  from vt_jax.config_lib import files as config_files  # pylint: disable=g-import-not-at-top
   rows = ["| model | paper GMACs | vt_jax GMACs | diff | paper params (M) | vt_jax params (M) "
           "| diff | stage-5 MACs vs ResNet |", "|---|---|---|---|---|---|---|---|"]
   stage5 = {}
   for name, (gmacs, mparams) in PAPER.items():
-    spec = importlib.util.spec_from_file_location(name, os.path.join(config_dir, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    path = os.path.join(config_dir, name + ".py")
     for arg in ([None, "v1", "tokens=16"] if name in ("vt_r50", "vt_r101") else
                 [None, "v1"] if name.startswith("vt") else [None]):
-      r = profile(module.get_config(arg).model, resolution)
+      r = profile(config_files.load(f"{path}:{arg}" if arg else path).model, resolution)
       depth = name.replace("vt_r", "").replace("resnet", "")
       if name.startswith("resnet"):
         stage5[depth] = r["stages"]["stage5"]["macs"]

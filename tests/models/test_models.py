@@ -1,5 +1,7 @@
 """Whole models: shapes, gradients, dtypes, config errors."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -7,8 +9,11 @@ import numpy as np
 import pytest
 
 from vt_jax import models
+from vt_jax.config_lib import files as config_files
 from vt_jax.config_lib import models as model_configs
 
+VT_R18 = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                      "configs", "vt_r18.py")
 DEPTHS = (18, 34, 50, 101)
 ALL = [("resnet", d, None) for d in DEPTHS] + [("vt_resnet", d, v) for d in DEPTHS
                                                for v in ("iccv", "v1")]
@@ -168,17 +173,21 @@ def test_bad_vt_fields_name_the_field(field, value, msg):
 
 
 def test_config_variant_args():
-  from vt_jax.config_lib import args as args_lib  # noqa: F401
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("vt_r18", "configs/vt_r18.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  assert mod.get_config().model.vt.variant == "iccv"
-  v1 = mod.get_config("v1,tokens=32")
+  assert config_files.load(VT_R18).model.vt.variant == "iccv"
+  v1 = config_files.load(VT_R18 + ":v1,tokens=32")
   assert v1.model.vt.variant == "v1" and v1.model.vt.tokens == 32
   assert isinstance(v1, ml_collections.ConfigDict)
   with pytest.raises(ValueError, match="unknown config arg"):
-    mod.get_config("v2")
+    config_files.load(VT_R18 + ":v2")
+
+
+def test_config_file_errors_name_the_field(tmp_path):
+  with pytest.raises(FileNotFoundError, match=r"config.distill.teacher_config='nope.py:v1'"):
+    config_files.load("nope.py:v1", "config.distill.teacher_config")
+  bad = tmp_path / "bad.py"
+  bad.write_text("X = 1\n")
+  with pytest.raises(AttributeError, match=r"--config=.*bad.py.*defines no get_config"):
+    config_files.load(str(bad))
 
 
 @pytest.mark.parametrize("variant", ["iccv", "v1"])

@@ -6,7 +6,6 @@ preprocessing. Not tfds.testing.mock_data: it patches etils' epath, through
 which orbax's background thread writes checkpoints, and redirects part of them.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -14,21 +13,15 @@ import os
 import pytest
 
 import vt_jax.data.testing  # noqa: F401  (registers vt_jax_synthetic)
+from vt_jax.config_lib import files as config_files
 from vt_jax.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name + ".py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 @pytest.mark.slow
 def test_vt_r18_advanced_recipe_trains_and_evaluates_through_imagenet_preprocessing(tmp_path):
-  config = load_config("vt_r18", "recipe=advanced")
+  config = config_files.load(os.path.join(ROOT, "configs", "vt_r18.py:recipe=advanced"))
   # The paper's recipe and model, shrunk only in size: RMSProp, EMA, AutoAugment,
   # label smoothing, dropout and stochastic depth all stay on.
   assert config.optimizer.name == "rmsprop" and config.ema_decay > 0

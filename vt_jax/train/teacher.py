@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from vt_jax.config_lib import files as config_files
 from vt_jax.train import checkpoint as ckpt_lib
 from vt_jax.train import sharding as sharding_lib
-
-
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-  """'configs/x.py[:ARG]' -> get_config(ARG), like --config does."""
-  path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"config.distill.teacher_config: no file {path!r}")
-  module_spec = importlib.util.spec_from_file_location("vt_jax_teacher_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
 
 
 def load_teacher(distill: ml_collections.ConfigDict, mesh):
@@ -31,7 +20,7 @@ def load_teacher(distill: ml_collections.ConfigDict, mesh):
   weights a vt_jax run evaluates.
   """
   from vt_jax import models  # pylint: disable=g-import-not-at-top
-  teacher_config = load_config_file(distill.teacher_config)
+  teacher_config = config_files.load(distill.teacher_config, "config.distill.teacher_config")
   model = models.create_model(teacher_config.model)
   if not distill.teacher_checkpoint:
     raise ValueError("config.distill.teacher_config is set but config.distill."
