@@ -80,13 +80,14 @@ def test_filter_tokenizer_is_invariant_to_permuting_pixels():
   np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_pooling_tokenizer_is_bilinear_resize():
+@pytest.mark.parametrize("mode,antialias", [("bilinear", False), ("antialiased", True)])
+def test_pooling_tokenizer_is_bilinear_resize(mode, antialias):
   x = feature_map()
-  module = vt.PoolingTokenizer(4, CT, (H, W), value_groups=1)
+  module = vt.PoolingTokenizer(4, CT, (H, W), value_groups=1, resize=mode)
   _, inter, variables = run(module, x)
   a = sown(inter, "spatial_attention")
   pooled = jnp.einsum("bnl,bnc->blc", a, x)
-  resized = jax.image.resize(x.reshape(B, H, W, C), (B, 2, 2, C), "linear", antialias=True)
+  resized = jax.image.resize(x.reshape(B, H, W, C), (B, 2, 2, C), "linear", antialias=antialias)
   np.testing.assert_allclose(pooled, resized.reshape(B, 4, C), rtol=1e-4, atol=1e-5)
 
 
@@ -166,12 +167,13 @@ def test_grouped_projection_is_block_diagonal():
   np.testing.assert_allclose(layer.apply(variables, x), ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode,antialias", [("bilinear", False), ("antialiased", True)])
 @pytest.mark.parametrize("src,dst,atol", [((5, 7), (3, 2), 1e-6), ((3, 4), (14, 9), 1e-5)],
                          ids=["downsample", "upsample"])
-def test_resize_matrix_matches_jax_image_resize(src, dst, atol):
-  m = vt.resize_matrix(src, dst)
+def test_resize_matrix_matches_jax_image_resize(src, dst, atol, mode, antialias):
+  m = vt.resize_matrix(src, dst, mode)
   img = np.random.default_rng(0).normal(size=src).astype(np.float32)
-  ref = jax.image.resize(img, dst, "linear", antialias=True)
+  ref = jax.image.resize(img, dst, "linear", antialias=antialias)
   np.testing.assert_allclose((m @ img.reshape(-1)).reshape(dst), ref, rtol=1e-5, atol=atol)
 
 

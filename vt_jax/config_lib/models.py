@@ -55,6 +55,8 @@ def vt_resnet(depth: int, variant: str = "iccv", **overrides) -> ml_collections.
       position_encoding=False,  # v1's encoding of the downsampled spatial attention
       pe_grid=7,                # position encoding: attention resized to 2g x 2g, conv to g x g
       pe_channels=49,           # C_p
+      resize="bilinear",        # pooling tokenizer + position encoding resize: bilinear (the
+                                # paper's plain interpolation) | antialiased (triangle filter)
       value_groups=1,           # groups of the tokenizer's value map
       key_groups=1,             # v1 dynamic tokenizer: groups of the key map of X
       steer_groups=1,           # recurrent tokenizer: groups of W_{T->R}

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vt_jax.models.resnet import ResNet
+from vt_jax.models.vt import RESIZE_MODES
 from vt_jax.models.vt_resnet import VTResNet
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -36,6 +37,8 @@ def _check_vt(vt) -> None:
   if vt.modules is not None and vt.modules < 1:
     raise ValueError(f"model.vt.modules={vt.modules}; need at least one VT module "
                      "(None: as many as the ResNet's stage 5 has blocks)")
+  if vt.resize not in RESIZE_MODES:
+    raise ValueError(f"model.vt.resize={vt.resize!r}; choose one of {list(RESIZE_MODES)}")
   if vt.tokens < 1 or vt.token_channels < 1:
     raise ValueError(f"model.vt.tokens={vt.tokens}, model.vt.token_channels="
                      f"{vt.token_channels}: both must be positive")

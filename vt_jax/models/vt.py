@@ -94,24 +94,49 @@ def softmax_f32(logits: jax.Array, axis: int) -> jax.Array:
   return jax.nn.softmax(logits.astype(jnp.float32), axis=axis)
 
 
-def _bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
-  """[size_out, size_in] antialiased bilinear (triangle-kernel) weights; rows sum to 1.
+RESIZE_MODES = ("bilinear", "antialiased")
+
+
+def _bilinear_matrix(size_in: int, size_out: int, mode: str = "bilinear") -> np.ndarray:
+  """[size_out, size_in] weights of a 1-D linear resize (half-pixel centres); rows sum to 1.
+
+  'bilinear': plain linear interpolation, PyTorch's F.interpolate(mode='bilinear',
+  align_corners=False) -- what the paper's 2020 code does. Each output reads the two
+  input samples around its centre, so a large downsample skips most inputs (14 -> 4
+  reads 8 of 14 per axis).
+  'antialiased': a triangle filter widened by the downsampling factor, so every input
+  contributes (jax.image.resize(..., 'linear', antialias=True), PIL's BILINEAR).
+  The two agree when upsampling.
 
   NumPy rather than jax.image.resize: the matrix is a static constant of the
-  model and must not be traced (the same weights jax.image's 'linear' uses).
+  model and must not be traced.
   """
+  if mode not in RESIZE_MODES:
+    raise ValueError(f"model.vt.resize={mode!r}; choose one of {list(RESIZE_MODES)}")
   scale = size_out / size_in
-  kernel_scale = max(1.0 / scale, 1.0)
   centres = (np.arange(size_out) + 0.5) / scale - 0.5
+  if mode == "bilinear":
+    # PyTorch clamps source coordinates below 0 to 0 (upsampling edges) and the upper
+    # neighbour to the last sample.
+    src = np.maximum(centres, 0.0)
+    lo = np.minimum(np.floor(src).astype(np.int64), size_in - 1)
+    hi = np.minimum(lo + 1, size_in - 1)
+    frac = src - lo
+    w = np.zeros((size_out, size_in), np.float64)
+    np.add.at(w, (np.arange(size_out), lo), 1.0 - frac)
+    np.add.at(w, (np.arange(size_out), hi), frac)
+    return w.astype(np.float32)
+  kernel_scale = max(1.0 / scale, 1.0)
   dist = np.abs(centres[:, None] - np.arange(size_in)[None, :]) / kernel_scale
   w = np.maximum(0.0, 1.0 - dist)
   return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def resize_matrix(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
-  """[out_pixels, in_pixels] matrix of a separable bilinear resize; rows sum to 1."""
-  rows = _bilinear_matrix(in_hw[0], out_hw[0])
-  cols = _bilinear_matrix(in_hw[1], out_hw[1])
+def resize_matrix(in_hw: tuple[int, int], out_hw: tuple[int, int],
+                  mode: str = "bilinear") -> np.ndarray:
+  """[out_pixels, in_pixels] matrix of a separable resize (`mode`: RESIZE_MODES); rows sum to 1."""
+  rows = _bilinear_matrix(in_hw[0], out_hw[0], mode)
+  cols = _bilinear_matrix(in_hw[1], out_hw[1], mode)
   m = np.einsum("ai,bj->abij", rows, cols).reshape(out_hw[0] * out_hw[1], -1)
   return m / m.sum(axis=1, keepdims=True)
 
@@ -120,8 +145,8 @@ class PositionEncoding(nn.Module):
   """v1 position encoding P = downsample(A)^T W_{A->P}.
 
   Each token's attention over pixels is reshaped to the map (explicitly as
-  [tokens, H, W]), bilinearly resized to a fixed 2g x 2g grid so any input size
-  works, reduced to g x g by one stride-2 3x3 conv shared by all tokens, then
+  [tokens, H, W]), resized to a fixed 2g x 2g grid (`resize`: RESIZE_MODES) so
+  any input size works, reduced to g x g by one stride-2 3x3 conv shared by all tokens, then
   flattened and mapped linearly to `channels`.
 
   [batch, pixels, tokens] -> [batch, tokens, channels]
@@ -130,6 +155,7 @@ class PositionEncoding(nn.Module):
   grid: int = 7
   channels: int = 49
   dtype: Dtype = jnp.float32
+  resize: str = "bilinear"
 
   @nn.compact
   def __call__(self, attention: jax.Array) -> jax.Array:
@@ -137,7 +163,7 @@ class PositionEncoding(nn.Module):
     h, w = self.spatial_shape
     maps = attention.transpose(0, 2, 1).reshape(b * l, h * w)
     with jax.named_scope(INTERPOLATE_SCOPE):
-      m = jnp.asarray(resize_matrix((h, w), (2 * self.grid, 2 * self.grid)))
+      m = jnp.asarray(resize_matrix((h, w), (2 * self.grid, 2 * self.grid), self.resize))
       maps = jnp.einsum("pn,kn->kp", m, maps.astype(jnp.float32))
     maps = maps.reshape(b * l, 2 * self.grid, 2 * self.grid, 1).astype(self.dtype)
     maps = nn.Conv(1, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
@@ -163,10 +189,11 @@ class Tokenizer(nn.Module):
   pe_grid: int = 7
   pe_channels: int = 49
   dtype: Dtype = jnp.float32
+  resize: str = "bilinear"  # RESIZE_MODES: the pooling tokenizer's and the encoding's resize
 
   def position(self, a: jax.Array) -> jax.Array:
     return PositionEncoding(self.spatial_shape, self.pe_grid, self.pe_channels, self.dtype,
-                            name="position")(a)
+                            resize=self.resize, name="position")(a)
 
   def value_and_position(self, pooled: jax.Array, a: jax.Array) -> jax.Array:
     c = pooled.shape[-1]
@@ -207,10 +234,13 @@ class FilterTokenizer(Tokenizer):
 
 
 class PoolingTokenizer(Tokenizer):
-  """Ablation: tokens are the feature map bilinearly resized to sqrt(L) x sqrt(L).
+  """Ablation: tokens are the feature map resized to sqrt(L) x sqrt(L).
 
-  Implemented as T = A^T X with A the (fixed) interpolation matrix so that the
-  spatial attention is available to analysis like every other tokenizer's.
+  `resize='bilinear'` (default) is the paper's plain bilinear interpolation: at
+  14x14 -> 4x4 each token reads 4 pixels and 64 of the 196 are read at all;
+  'antialiased' averages every pixel with triangle weights. Implemented as
+  T = A^T X with A the (fixed) interpolation matrix so that the spatial
+  attention is available to analysis like every other tokenizer's.
   """
 
   @nn.compact
@@ -219,7 +249,7 @@ class PoolingTokenizer(Tokenizer):
     if side * side != self.tokens:
       raise ValueError(
           f"pooling tokenizer needs a square token count (model.vt.tokens); got {self.tokens}")
-    m = resize_matrix(self.spatial_shape, (side, side))  # [L, N]
+    m = resize_matrix(self.spatial_shape, (side, side), self.resize)  # [L, N]
     a = jnp.broadcast_to(jnp.asarray(m.T), (x.shape[0],) + m.T.shape)
     self.sow("intermediates", "spatial_attention", a)
     pooled = jnp.einsum("bnl,bnc->blc", a.astype(self.dtype), x)
@@ -232,6 +262,10 @@ class ClusteringTokenizer(Tokenizer):
   Centroids start at the pixels of an evenly spaced ceil(sqrt(L)) x ceil(sqrt(L))
   grid (first L of them, row-major), take `iterations` hard k-means updates on
   L2-normalised features, then every pixel is assigned to its nearest centroid.
+  "Nearest" is Euclidean distance to the centroids, which are cluster means and
+  so shorter than unit length after an update: argmin |f - c|^2 = argmax
+  (2 f.c - |c|^2) for unit f. (The plain dot product f.c would favour long
+  centroids over near ones.)
   Assignments are not differentiable (stop_gradient); gradients reach X
   through the cluster means A^T X.
   """
@@ -253,7 +287,9 @@ class ClusteringTokenizer(Tokenizer):
     centroids = feats[:, init]  # [B, L, C]
 
     def assign(centroids):
-      scores = jnp.einsum("bnc,blc->bnl", feats, centroids)
+      # -|f - c|^2 + |f|^2; |c|^2 is an elementwise sum, not a MAC (vt_jax/analytic.py).
+      scores = 2.0 * jnp.einsum("bnc,blc->bnl", feats, centroids) - jnp.sum(
+          centroids * centroids, axis=-1)[:, None, :]
       onehot = jax.nn.one_hot(jnp.argmax(scores, axis=-1), self.tokens)
       counts = onehot.sum(axis=1, keepdims=True)  # [B, 1, L]
       return onehot / jnp.maximum(counts, 1.0), counts

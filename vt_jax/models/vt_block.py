@@ -18,7 +18,7 @@ def make_tokenizer(cfg, first: bool, spatial_shape, dtype, name="tokenizer") -> 
   common = dict(tokens=cfg.tokens, token_channels=cfg.token_channels,
                 spatial_shape=tuple(spatial_shape), value_groups=cfg.value_groups,
                 position_encoding=cfg.position_encoding, pe_grid=cfg.pe_grid,
-                pe_channels=cfg.pe_channels, dtype=dtype, name=name)
+                pe_channels=cfg.pe_channels, resize=cfg.resize, dtype=dtype, name=name)
   if first or not cfg.recurrent:
     if cfg.tokenizer not in vt.TOKENIZERS:
       raise ValueError(f"model.vt.tokenizer={cfg.tokenizer!r}; choose one of "
