@@ -1,69 +1,267 @@
-r"""Throughput of the jitted train step (img/s) for a config, on whatever devices JAX sees.
+r"""Train-step speed of ResNets and VT-ResNets against the device's matmul peak, in one run.
 
-  python benchmarks/train_step.py --config=configs/vt_r18.py --batch_size=32 --steps=5
-  python benchmarks/train_step.py --config=configs/quickstart.py --batch_size=64
+  python benchmarks/train_step.py                       # R18, VT-R18, R50, VT-R50; f32, batch 32
+  python benchmarks/train_step.py --quick               # the same, fewer steps (< 10 min, 2 cores)
+  python benchmarks/train_step.py --configs=resnet50,vt_r50 --dtypes=bfloat16 --batch=256 \
+      --nobreakdown --json                              # a GPU run (see benchmarks/gpu_run.sh)
 
-Synthetic batches of the config's image size (data loading excluded), mesh from the config.
-Prints one JSON object: compile seconds, step seconds (median), images/sec.
+For each config (a name in configs/, optionally NAME:ARG) and dtype it prints:
+  * the real train step (vt_jax.train.steps: forward, backward, optimizer, EMA) on a
+    synthetic batch: images/s, achieved FLOP/s (profile MACs x 6 per image: forward 2,
+    backward 4), MFU against the peak, compile seconds and XLA's memory estimate
+    (arguments + outputs + temporaries of the compiled step);
+  * VT vs ResNet of the same depth, same dtype, same run;
+  * with --breakdown, a per-stage table: each stage (stem, stages 2-4, stage 5 or the VT
+    modules, head) forward+backward alone on its own input, seconds and FLOP/s each, next to
+    its share of the MACs -- where wall-clock goes against where the MACs are.
+The peak is a measured float32 2048^3 matmul on CPU, and the vendor's dense bfloat16 figure
+on a GPU/TPU (or --peak_flops). Ratios measured in one run are what to quote: absolute
+figures move with the machine's load. --json prints one object as the last line:
+  {"peak_flops": ..., "runs": [{"model", "dtype", "batch", "resolution", "images_per_sec",
+  "mfu"}, ...]}
+Needs no TensorFlow (no data pipeline; batches are synthetic).
 """
 
+from __future__ import annotations
+
 import json
+import os
 import statistics
+import sys
 import time
 
-import jax
-import numpy as np
 from absl import app
 from absl import flags
-from ml_collections import config_flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
 
-from vt_jax import models
-from vt_jax.train import optim
-from vt_jax.train import sharding as sharding_lib
-from vt_jax.train import state as state_lib
-from vt_jax.train import steps as steps_lib
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run as a script from a checkout: `python benchmarks/train_step.py`
+  sys.path.insert(0, ROOT)
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file FILE[:ARG].")
-_BATCH = flags.DEFINE_integer("batch_size", None, "Global batch (default: the config's).")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps after the compiling one.")
-_SIZE = flags.DEFINE_integer("image_size", None, "Default: config.data.image_size.")
+from vt_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vt_jax import profile  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vt_jax.config_lib import files as config_files  # pylint: disable=g-import-not-at-top
+from vt_jax.models import resnet  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vt_jax.models import vt_resnet  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vt_jax.train import optim  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vt_jax.train import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+from vt_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+from vt_jax.train import steps as steps_lib  # pylint: disable=g-import-not-at-top
+
+_CONFIGS = flags.DEFINE_list("configs", ["resnet18", "vt_r18", "resnet50", "vt_r50"],
+                             "config names in configs/ (NAME or NAME:ARG), or paths to .py files")
+_DTYPES = flags.DEFINE_list("dtypes", ["float32"], "compute dtypes (model.dtype) to run")
+_BATCH = flags.DEFINE_integer("batch", 32, "global batch size")
+_RESOLUTION = flags.DEFINE_integer("resolution", 224, "square image size in pixels")
+_STEPS = flags.DEFINE_integer("steps", 5, "timed train steps (median) after compile + warm-up")
+_BREAKDOWN = flags.DEFINE_bool("breakdown", True, "also time each stage alone")
+_QUICK = flags.DEFINE_bool("quick", False, "fewer timed steps (2) and a 1-call stage breakdown:"
+                           " the default four models in under 10 minutes on 2 CPU cores")
+_PEAK = flags.DEFINE_float("peak_flops", None, "FLOP/s that MFU is measured against "
+                           "(default: measured matmul on CPU, nominal bfloat16 on GPU/TPU)")
+_JSON = flags.DEFINE_bool("json", False, "print one JSON object as the last line")
+
+# Dense bfloat16 FLOP/s per chip (vendor figures), for MFU off CPU; matched on device_kind.
+NOMINAL_PEAK = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12,
+                "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
+                "TPU v6": 918e12}
 
 
-def main(_):
-  config = _CONFIG.value
-  batch_size = _BATCH.value or config.batch_size
-  config.batch_size = batch_size
-  size = _SIZE.value or config.data.image_size
+def timed(fn, *args, calls: int) -> float:
+  """Median seconds of `calls` calls of fn(*args) (already compiled and warmed up)."""
+  times = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return float(statistics.median(times))
+
+
+def peak_flops() -> tuple[float, str]:
+  """(FLOP/s, how it was obtained)."""
+  if _PEAK.value:
+    return _PEAK.value, "--peak_flops"
+  dev = jax.devices()[0]
+  if dev.platform == "cpu":
+    n = 2048
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    mm = jax.jit(lambda x, y: x @ y)
+    jax.block_until_ready(mm(a, a))
+    best = min(timed(mm, a, a, calls=1) for _ in range(5))  # a peak: the best of 5 calls
+    return 2 * n**3 / best, f"measured float32 {n}^3 matmul on CPU, best of 5"
+  for kind, flops in NOMINAL_PEAK.items():
+    if kind.lower() in dev.device_kind.lower():
+      return flops * jax.device_count(), f"nominal bfloat16 {kind} x{jax.device_count()}"
+  raise app.UsageError(f"no nominal peak for device {dev.device_kind!r}; pass --peak_flops")
+
+
+def load_config(spec: str, dtype: str) -> ml_collections.ConfigDict:
+  name, _, arg = spec.partition(":")
+  path = name if name.endswith(".py") else os.path.join(ROOT, "configs", name + ".py")
+  config = config_files.load(path + (":" + arg if arg else ""), field="--configs")
+  config.model.dtype = dtype
+  config.batch_size = _BATCH.value
+  return config
+
+
+def memory_bytes(compiled) -> float:
+  mem = compiled.memory_analysis()
+  if mem is None:
+    return float("nan")
+  return float(mem.argument_size_in_bytes + mem.output_size_in_bytes
+               + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
+
+
+def bench_step(config, steps: int) -> dict:
+  """The real train step on one synthetic batch: images/s, compile s, memory."""
+  size, batch = _RESOLUTION.value, _BATCH.value
   mesh = sharding_lib.make_mesh(config.mesh)
+  if batch % mesh.shape[sharding_lib.DATA]:
+    raise app.UsageError(f"--batch={batch} must be divisible by the mesh's data axis "
+                         f"({mesh.shape[sharding_lib.DATA]} devices)")
   model = models.create_model(config.model)
   tx = optim.make_optimizer(config, 1000)
-  init = lambda rng: state_lib.create(model, tx, rng, (size, size, 3))
-  shardings = sharding_lib.state_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), mesh,
-                                           config.mesh.rules)
-  state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
+  init, shardings, _ = state_lib.sharded_init(model, tx, (size, size, 3), mesh,
+                                              config.mesh.rules)
+  state = init(jax.random.PRNGKey(0))
   step = steps_lib.make_train_step(model, tx, config, 1000, mesh, shardings)
   rng = np.random.default_rng(0)
-  batch = jax.device_put({
-      "image": rng.normal(size=(batch_size, size, size, 3)).astype(np.float32),
-      "label": rng.integers(0, config.model.num_classes, batch_size).astype(np.int32),
-      "valid": np.ones(batch_size, np.float32)}, sharding_lib.batch_sharding(mesh))
-  t = time.perf_counter()
-  state, metrics = step(state, batch)
+  data = jax.device_put({
+      "image": rng.normal(size=(batch, size, size, 3)).astype(np.float32),
+      "label": rng.integers(0, config.model.num_classes, batch).astype(np.int32),
+      "valid": np.ones(batch, np.float32)}, sharding_lib.batch_sharding(mesh))
+  # Wrapping the step in a donating jit inlines it (same shardings, same program) and gives
+  # the compiled object: compile time alone, and XLA's memory estimate.
+  start = time.perf_counter()
+  compiled = jax.jit(step, donate_argnums=(0,)).lower(state, data).compile()
+  compile_s = time.perf_counter() - start
+  state, metrics = compiled(state, data)  # warm-up
   jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - t
   times = []
-  for _ in range(_STEPS.value):
-    t = time.perf_counter()
-    state, metrics = step(state, batch)
+  for _ in range(steps):
+    start = time.perf_counter()
+    state, metrics = compiled(state, data)
     jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - t)
-  median = statistics.median(times)
-  print(json.dumps(dict(model=config.model.name, depth=config.model.depth, image_size=size,
-                        batch_size=batch_size, devices=jax.device_count(),
-                        dtype=config.model.dtype, compile_s=round(compile_s, 2),
-                        step_s=round(median, 4), images_per_sec=round(batch_size / median, 1))))
+    times.append(time.perf_counter() - start)
+  if not np.isfinite(float(metrics["loss"])):
+    raise FloatingPointError(f"{config.model.name}: non-finite loss in the benchmark step")
+  step_s = statistics.median(times)
+  return dict(images_per_sec=batch / step_s, step_s=step_s, compile_s=compile_s,
+              memory_bytes=memory_bytes(compiled))
+
+
+def stage_parts(model, config, x_shape) -> list[tuple[str, object, tuple]]:
+  """[(stage name, module, input shape)] whose composition is the model's forward pass.
+
+  Built from the same classes and fields as `model`, each on its own: timing a part alone
+  needs its own jit, and the model's submodules are created inline (not attributes).
+  """
+  m = model
+  b = x_shape[0]
+  parts = [("stage1", resnet.Stem(m.width, m.small_image_stem, m.dtype), x_shape)]
+  survivals = resnet.block_survivals(m.depth, m.stochastic_depth_survival,
+                                     4 if config.model.name == "vt_resnet" else 5)
+  shape = jax.eval_shape(lambda: jnp.zeros(x_shape)).shape
+  shape = _out_shape(parts[0][1], shape)
+  for s in range(4):
+    if s == 3 and config.model.name == "vt_resnet":
+      modules = m.vt.modules or resnet.STAGE_SIZES[m.depth][3]
+      part = vt_resnet.VTStage(m.vt, modules, m.dtype)
+    else:
+      part = resnet.ResNetStage(m.depth, m.width * 2**s, resnet.STAGE_SIZES[m.depth][s],
+                                1 if s == 0 else 2, survivals[s], m.zero_init_residual, m.dtype)
+    parts.append((f"stage{s + 2}", part, shape))
+    shape = _out_shape(part, shape)
+  feat = shape[-1]
+  parts.append(("head", resnet.Head(m.num_classes, m.dropout, m.zero_init_head, m.dtype),
+                (b, feat)))
+  return parts
+
+
+def _apply(module, variables, x, train=True):
+  if isinstance(module, (resnet.Stem, resnet.ResNetStage, resnet.Head)):
+    return module.apply(variables, x, train, mutable=["batch_stats"],
+                        rngs={"dropout": jax.random.key(0)})
+  return module.apply(variables, x), {}
+
+
+def _out_shape(module, shape):
+  x = jax.ShapeDtypeStruct(shape, jnp.float32)
+  variables = jax.eval_shape(lambda x: _init(module, x), x)
+  out, _ = jax.eval_shape(lambda v, x: _apply(module, v, x), variables, x)
+  return out.shape
+
+
+def _init(module, x):
+  if isinstance(module, (resnet.Stem, resnet.ResNetStage, resnet.Head)):
+    return module.init(jax.random.key(0), x, False)
+  return module.init(jax.random.key(0), x)
+
+
+def breakdown(model, config, calls: int) -> list[dict]:
+  """Forward + backward seconds of each stage alone (gradients w.r.t. params and input)."""
+  size, batch = _RESOLUTION.value, _BATCH.value
+  rows = []
+  for name, module, shape in stage_parts(model, config, (batch, size, size, 3)):
+    x = jax.random.normal(jax.random.key(1), shape, jnp.float32)
+    variables = jax.jit(lambda x, module=module: _init(module, x))(x)
+
+    def loss(params, x, module=module, variables=variables):
+      out, _ = _apply(module, dict(variables, params=params), x)
+      return jnp.sum(out.astype(jnp.float32) ** 2) * 1e-6
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    jax.block_until_ready(grad(variables["params"], x))
+    rows.append(dict(stage=name, seconds=timed(grad, variables["params"], x, calls=calls)))
+  return rows
+
+
+def main(argv):
+  del argv
+  steps = 2 if _QUICK.value else _STEPS.value
+  calls = 1 if _QUICK.value else 3
+  peak, how = peak_flops()
+  dev = jax.devices()[0]
+  print(f"device: {dev.device_kind} x{jax.device_count()} ({dev.platform}); peak "
+        f"{peak / 1e9:.1f} GFLOP/s ({how}); batch {_BATCH.value}, {_RESOLUTION.value} px, "
+        f"median of {steps} steps", flush=True)
+  runs, stages = [], {}
+  header = (f"{'model':<12} {'dtype':<9} {'img/s':>9} {'GFLOP/s':>9} {'MFU':>6} "
+            f"{'compile s':>9} {'mem MiB':>8} {'vs ResNet':>9}")
+  print(header, flush=True)
+  for dtype in _DTYPES.value:
+    for spec in _CONFIGS.value:
+      config = load_config(spec, dtype)
+      prof = profile.profile(config.model, _RESOLUTION.value)
+      r = bench_step(config, steps)
+      flops = 6 * prof["macs"] * r["images_per_sec"]
+      run = dict(model=spec, dtype=dtype, batch=_BATCH.value, resolution=_RESOLUTION.value,
+                 images_per_sec=round(r["images_per_sec"], 3), mfu=round(flops / peak, 4))
+      base = next((x for x in runs if x["dtype"] == dtype and
+                   x["model"] == spec.replace("vt_r", "resnet")), None)
+      ratio = f"{run['images_per_sec'] / base['images_per_sec']:.2f}x" if base else ""
+      print(f"{spec:<12} {dtype:<9} {r['images_per_sec']:>9.2f} {flops / 1e9:>9.1f} "
+            f"{flops / peak:>6.1%} {r['compile_s']:>9.1f} {r['memory_bytes'] / 2**20:>8.0f} "
+            f"{ratio:>9}", flush=True)
+      runs.append(run)
+      if _BREAKDOWN.value:
+        model = models.create_model(config.model)
+        stages[(spec, dtype)] = (prof, breakdown(model, config, calls))
+  for (spec, dtype), (prof, rows) in stages.items():
+    total_s = sum(r["seconds"] for r in rows)
+    print(f"\n{spec} {dtype}: each stage forward+backward alone, batch {_BATCH.value}")
+    print(f"{'stage':<8} {'seconds':>8} {'time %':>7} {'MAC %':>6} {'GFLOP/s':>9} {'of peak':>8}")
+    for r in rows:
+      macs = prof["stages"][r["stage"]]["macs"]
+      gflops = 6 * macs * _BATCH.value / r["seconds"] / 1e9
+      print(f"{r['stage']:<8} {r['seconds']:>8.3f} {r['seconds'] / total_s:>7.1%} "
+            f"{macs / prof['macs']:>6.1%} {gflops:>9.1f} {gflops * 1e9 / peak:>8.1%}")
+  if _JSON.value:
+    print(json.dumps({"peak_flops": peak, "runs": runs}))
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
   app.run(main)

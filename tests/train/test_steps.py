@@ -22,10 +22,8 @@ def _run(config, devices, num_steps, batches):
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   model = models.create_model(config.model)
   tx = optim.make_optimizer(config, 4)
-  init = lambda rng: state_lib.create(model, tx, rng, (16, 16, 3))
-  shardings = sharding_lib.state_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), mesh,
-                                           config.mesh.rules)
-  state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
+  init, shardings, _ = state_lib.sharded_init(model, tx, (16, 16, 3), mesh, config.mesh.rules)
+  state = init(jax.random.PRNGKey(0))
   step = steps_lib.make_train_step(model, tx, config, 4, mesh, shardings)
   losses = []
   for i in range(num_steps):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -49,11 +48,9 @@ class _Setup:
     self.total_steps = optim.total_steps(config, self.info.num_examples["train"])
     self.model = models.create_model(config.model)
     self.tx = optim.make_optimizer(config, self.spe)
-    self.init_fn = functools.partial(state_lib.create, self.model, self.tx,
-                                     image_shape=tuple(self.info.image_shape))
+    self.init_fn, self.shardings, shapes = state_lib.sharded_init(
+        self.model, self.tx, self.info.image_shape, self.mesh, config.mesh.rules)
     self.rng = jax.random.PRNGKey(config.seed)
-    shapes = jax.eval_shape(self.init_fn, self.rng)
-    self.shardings = sharding_lib.state_shardings(shapes, self.mesh, config.mesh.rules)
     self.abstract_state = ckpt_lib.abstract_like(shapes, self.shardings)
     self.manager = ckpt_lib.make_manager(workdir, config, read_only=read_only)
     self.eval_step = steps_lib.make_eval_step(self.model, self.mesh, self.shardings,
@@ -99,7 +96,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
   _write_config(config, workdir)
   state, start = ckpt_lib.restore_latest(s.manager, s.abstract_state)
   if state is None:
-    state, start = jax.jit(s.init_fn, out_shardings=s.shardings)(s.rng), 0
+    state, start = s.init_fn(s.rng), 0
     logging.info("initialised a new run in %s", workdir)
   else:
     logging.info("resumed from the checkpoint at step %d in %s", start, workdir)

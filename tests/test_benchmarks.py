@@ -1,0 +1,38 @@
+"""benchmarks/train_step.py runs without TensorFlow or clu and prints its JSON contract."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Blocks the imports the GPU machine cannot satisfy: `import tensorflow` then raises.
+_RUN_WITHOUT_TF = """
+import runpy, sys
+for name in ("tensorflow", "tensorflow_datasets", "clu"):
+  sys.modules[name] = None
+import vt_jax.models
+sys.argv = ["train_step.py"] + sys.argv[1:]
+runpy.run_path("benchmarks/train_step.py", run_name="__main__")
+assert not any(sys.modules.get(m) for m in ("tensorflow", "clu")), "TensorFlow was imported"
+"""
+
+
+def test_train_step_benchmark_runs_without_tensorflow():
+  out = subprocess.run(
+      [sys.executable, "-c", _RUN_WITHOUT_TF, "--configs=quickstart:width=4",
+       "--resolution=32", "--batch=8", "--steps=1", "--json"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = out.stdout.strip().splitlines()
+  result = json.loads(lines[-1])
+  assert set(result) == {"peak_flops", "runs"} and result["peak_flops"] > 0
+  (run,) = result["runs"]
+  assert set(run) == {"model", "dtype", "batch", "resolution", "images_per_sec", "mfu"}
+  assert (run["model"], run["dtype"], run["batch"], run["resolution"]) == (
+      "quickstart:width=4", "float32", 8, 32)
+  assert run["images_per_sec"] > 0 and run["mfu"] > 0
+  # The per-stage breakdown covers every stage of the profile.
+  assert all(any(line.startswith(s) for line in lines) for s in ("stage1", "stage5", "head"))
