@@ -57,6 +57,8 @@ _DTYPES = flags.DEFINE_list("dtypes", ["float32"], "compute dtypes (model.dtype)
 _BATCH = flags.DEFINE_integer("batch", 32, "global batch size")
 _RESOLUTION = flags.DEFINE_integer("resolution", 224, "square image size in pixels")
 _STEPS = flags.DEFINE_integer("steps", 5, "timed train steps (median) after compile + warm-up")
+_TRAIN_STEP = flags.DEFINE_bool("train_step", True, "time the whole train step (--notrain_step:"
+                                 " only the --breakdown)")
 _BREAKDOWN = flags.DEFINE_bool("breakdown", True, "also time each stage alone")
 _QUICK = flags.DEFINE_bool("quick", False, "fewer timed steps (2) and a 1-call stage breakdown:"
                            " the default four models in under 10 minutes on 2 CPU cores")
@@ -219,6 +221,17 @@ def breakdown(model, config, calls: int) -> list[dict]:
   return rows
 
 
+def print_breakdown(spec: str, dtype: str, prof: dict, rows: list[dict], peak: float) -> None:
+  total_s = sum(r["seconds"] for r in rows)
+  print(f"  {spec} {dtype}: each stage forward+backward alone, batch {_BATCH.value}")
+  print(f"  {'stage':<8} {'seconds':>8} {'time %':>7} {'MAC %':>6} {'GFLOP/s':>9} {'of peak':>8}")
+  for r in rows:
+    macs = prof["stages"][r["stage"]]["macs"]
+    gflops = 6 * macs * _BATCH.value / r["seconds"] / 1e9
+    print(f"  {r['stage']:<8} {r['seconds']:>8.3f} {r['seconds'] / total_s:>7.1%} "
+          f"{macs / prof['macs']:>6.1%} {gflops:>9.1f} {gflops * 1e9 / peak:>8.1%}", flush=True)
+
+
 def main(argv):
   del argv
   steps = 2 if _QUICK.value else _STEPS.value
@@ -228,37 +241,29 @@ def main(argv):
   print(f"device: {dev.device_kind} x{jax.device_count()} ({dev.platform}); peak "
         f"{peak / 1e9:.1f} GFLOP/s ({how}); batch {_BATCH.value}, {_RESOLUTION.value} px, "
         f"median of {steps} steps", flush=True)
-  runs, stages = [], {}
-  header = (f"{'model':<12} {'dtype':<9} {'img/s':>9} {'GFLOP/s':>9} {'MFU':>6} "
-            f"{'compile s':>9} {'mem MiB':>8} {'vs ResNet':>9}")
-  print(header, flush=True)
+  runs = []
+  if _TRAIN_STEP.value:
+    print(f"{'model':<12} {'dtype':<9} {'img/s':>9} {'GFLOP/s':>9} {'MFU':>6} "
+          f"{'compile s':>9} {'mem MiB':>8} {'vs ResNet':>9}", flush=True)
   for dtype in _DTYPES.value:
     for spec in _CONFIGS.value:
       config = load_config(spec, dtype)
       prof = profile.profile(config.model, _RESOLUTION.value)
-      r = bench_step(config, steps)
-      flops = 6 * prof["macs"] * r["images_per_sec"]
-      run = dict(model=spec, dtype=dtype, batch=_BATCH.value, resolution=_RESOLUTION.value,
-                 images_per_sec=round(r["images_per_sec"], 3), mfu=round(flops / peak, 4))
-      base = next((x for x in runs if x["dtype"] == dtype and
-                   x["model"] == spec.replace("vt_r", "resnet")), None)
-      ratio = f"{run['images_per_sec'] / base['images_per_sec']:.2f}x" if base else ""
-      print(f"{spec:<12} {dtype:<9} {r['images_per_sec']:>9.2f} {flops / 1e9:>9.1f} "
-            f"{flops / peak:>6.1%} {r['compile_s']:>9.1f} {r['memory_bytes'] / 2**20:>8.0f} "
-            f"{ratio:>9}", flush=True)
-      runs.append(run)
+      if _TRAIN_STEP.value:
+        r = bench_step(config, steps)
+        flops = 6 * prof["macs"] * r["images_per_sec"]
+        run = dict(model=spec, dtype=dtype, batch=_BATCH.value, resolution=_RESOLUTION.value,
+                   images_per_sec=round(r["images_per_sec"], 3), mfu=round(flops / peak, 4))
+        base = next((x for x in runs if x["dtype"] == dtype and
+                     x["model"] == spec.replace("vt_r", "resnet")), None)
+        ratio = f"{run['images_per_sec'] / base['images_per_sec']:.2f}x" if base else ""
+        print(f"{spec:<12} {dtype:<9} {r['images_per_sec']:>9.2f} {flops / 1e9:>9.1f} "
+              f"{flops / peak:>6.1%} {r['compile_s']:>9.1f} {r['memory_bytes'] / 2**20:>8.0f} "
+              f"{ratio:>9}", flush=True)
+        runs.append(run)
       if _BREAKDOWN.value:
         model = models.create_model(config.model)
-        stages[(spec, dtype)] = (prof, breakdown(model, config, calls))
-  for (spec, dtype), (prof, rows) in stages.items():
-    total_s = sum(r["seconds"] for r in rows)
-    print(f"\n{spec} {dtype}: each stage forward+backward alone, batch {_BATCH.value}")
-    print(f"{'stage':<8} {'seconds':>8} {'time %':>7} {'MAC %':>6} {'GFLOP/s':>9} {'of peak':>8}")
-    for r in rows:
-      macs = prof["stages"][r["stage"]]["macs"]
-      gflops = 6 * macs * _BATCH.value / r["seconds"] / 1e9
-      print(f"{r['stage']:<8} {r['seconds']:>8.3f} {r['seconds'] / total_s:>7.1%} "
-            f"{macs / prof['macs']:>6.1%} {gflops:>9.1f} {gflops * 1e9 / peak:>8.1%}")
+        print_breakdown(spec, dtype, prof, breakdown(model, config, calls), peak)
   if _JSON.value:
     print(json.dumps({"peak_flops": peak, "runs": runs}))
 
