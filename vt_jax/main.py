@@ -7,6 +7,14 @@ r"""Train or evaluate a model: `python -m vt_jax.main --config=FILE[:ARG] --work
 
 Re-running the same command resumes from DIR's latest readable checkpoint.
 
+Console: vt_jax's own progress lines and every library's warnings; `--verbosity=0` (or
+higher) also shows the INFO lines of orbax, absl, tfds and jax, and TensorFlow's C++ log.
+
+Exit status: 0 finished; 1 failed (a bug or a failed save/restore/NaN: the message says
+which); 2 a config, data, flag or workdir problem (one message, nothing trained);
+75 preempted (SIGTERM or a first Ctrl-C: a checkpoint was saved, resume with the same
+command); 130 aborted by a second Ctrl-C (resume from the last saved checkpoint).
+
 Multi-process (one process per host, or N local CPU processes):
   --coordinator_address=HOST:PORT --num_processes=N --process_id=I  explicit
   --distributed=auto   jax.distributed.initialize() with no arguments (SLURM, TPU pods,
@@ -16,9 +24,16 @@ Multi-process (one process per host, or N local CPU processes):
 
 from __future__ import annotations
 
+import inspect
+import logging as py_logging
 import os
 import re
 import sys
+
+# TensorFlow's C++ INFO lines ("oneDNN custom operations are on...") are printed at import,
+# before flags are parsed: off unless the command asks for verbosity.
+if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:]):
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app
 from absl import flags
@@ -42,7 +57,22 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _CPU_COLLECTIVES = flags.DEFINE_enum("cpu_collectives", None, ["gloo", "mpi"],
                                      "Collectives implementation between CPU processes.")
 
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_s", 15,
+    "Multi-process: seconds without a heartbeat after which the coordination service "
+    "declares a process dead and stops the others (jax's default is 100).")
+_SHUTDOWN = flags.DEFINE_integer(
+    "shutdown_timeout_s", 20,
+    "Multi-process: seconds a finishing process waits at exit for the others (jax's "
+    "default is 300).")
+
 flags.mark_flags_as_required(["config", "workdir"])
+
+# Exit statuses (README "Exit status"): what a scheduler or script can act on.
+EXIT_FAILED = 1       # unexpected error (traceback) or a failed save/restore/non-finite loss
+EXIT_USER_ERROR = 2   # config, flags, data or workdir: fix and rerun (absl flag errors too)
+EXIT_PREEMPTED = 75   # sysexits.h EX_TEMPFAIL: checkpoint saved, rerun the same command
+EXIT_ABORTED = 130    # second Ctrl-C (128 + SIGINT): no save, resume from the last checkpoint
 
 
 def validate_config(config) -> None:
@@ -82,6 +112,26 @@ def validate_config(config) -> None:
         "(use the data tool to look at segmentation data: python -m vt_jax.data --config=...)")
 
 
+def _timeout_kwargs(initialize) -> dict:
+  """Heartbeat/shutdown timeouts under whatever names this jax's initialize() takes.
+
+  jax 0.10.2 calls them heartbeat_timeout_seconds / shutdown_timeout_seconds; other
+  versions have used other names, so the signature decides (an unknown name would be a
+  TypeError, and a missing one must be said, not skipped silently).
+  """
+  params = inspect.signature(initialize).parameters
+  kwargs = {}
+  for names, value in ((("heartbeat_timeout_seconds", "heartbeat_timeout"), _HEARTBEAT.value),
+                       (("shutdown_timeout_seconds", "shutdown_timeout"), _SHUTDOWN.value)):
+    name = next((n for n in names if n in params), None)
+    if name is None:
+      logging.warning("jax.distributed.initialize takes none of %s: its default applies "
+                      "(a lost process may take longer to stop the others)", names)
+    else:
+      kwargs[name] = value
+  return kwargs
+
+
 def _init_distributed() -> None:
   import jax  # pylint: disable=g-import-not-at-top
   if _CPU_COLLECTIVES.value:
@@ -89,29 +139,84 @@ def _init_distributed() -> None:
   if _COORDINATOR.value or _NUM_PROCESSES.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+                               process_id=_PROCESS_ID.value,
+                               **_timeout_kwargs(jax.distributed.initialize))
   elif _DISTRIBUTED.value == "auto":
-    jax.distributed.initialize()
+    jax.distributed.initialize(**_timeout_kwargs(jax.distributed.initialize))
   if jax.process_count() > 1:
     logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
+class _OnlyOwnInfo(py_logging.Filter):
+  """Keeps WARNING and above from everyone, INFO and below only from vt_jax's own modules."""
+
+  def __init__(self):
+    super().__init__()
+    self._own = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno >= py_logging.WARNING or record.pathname.startswith(self._own)
+
+
+def setup_logging() -> None:
+  """Library INFO off the console unless --verbosity was given (see module docstring)."""
+  if flags.FLAGS["verbosity"].present:
+    return
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _OnlyOwnInfo) for f in handler.filters):
+    handler.addFilter(_OnlyOwnInfo())
+
+
+def _fail(message: str, status: int) -> None:
+  sys.stderr.write(f"ERROR: {message}\n")
+  sys.stderr.flush()
+  sys.exit(status)
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
-  validate_config(config)
-  _init_distributed()
-  # TF (the input pipeline) must never take the accelerator memory JAX uses.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")
+  setup_logging()
+  try:
+    config = _CONFIG.value
+  except (OSError, SyntaxError) as e:  # config_flags loads the file lazily
+    _fail(f"--config: {e}", EXIT_USER_ERROR)
+  from vt_jax.train import preflight  # pylint: disable=g-import-not-at-top
+  try:
+    validate_config(config)
+    workdir = preflight.check_workdir(_WORKDIR.value, _MODE.value)
+    _init_distributed()
+    # TF (the input pipeline) must never take the accelerator memory JAX uses.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.set_visible_devices([], "GPU")
+    preflight.check_config(config, workdir, _MODE.value)
+  except ValueError as e:  # validate_config's and preflight's errors: all about the input
+    _fail(str(e), EXIT_USER_ERROR)
+  _run(config, workdir)
+
+
+def _run(config, workdir: str) -> None:
+  """Runs the mode; maps its outcomes to the exit statuses above."""
+  from vt_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from vt_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   from vt_jax.train import loop  # pylint: disable=g-import-not-at-top
-  workdir = _WORKDIR.value if "://" in _WORKDIR.value else os.path.abspath(_WORKDIR.value)
-  if _MODE.value == "train":
-    loop.train_and_evaluate(config, workdir)
-  else:
-    loop.evaluate_checkpoint(config, workdir, step=_CHECKPOINT_STEP.value)
+  from vt_jax.train import run_config  # pylint: disable=g-import-not-at-top
+  try:
+    if _MODE.value == "train":
+      loop.train_and_evaluate(config, workdir)
+    else:
+      loop.evaluate_checkpoint(config, workdir, step=_CHECKPOINT_STEP.value)
+  except loop.Preempted:
+    sys.exit(EXIT_PREEMPTED)  # the loop has saved and printed its summary
+  except (pipeline.BadExampleError, pipeline.CorruptRecordError,
+          run_config.ConfigMismatchError) as e:
+    _fail(str(e), EXIT_USER_ERROR)
+  except (ckpt_lib.CheckpointError, loop.NonFiniteLossError) as e:
+    _fail(str(e), EXIT_FAILED)
+  except KeyboardInterrupt:
+    _fail("aborted by a second Ctrl-C without saving; the same command resumes from the "
+          f"last saved checkpoint in {workdir}", EXIT_ABORTED)
 
 
 def parse_flags(argv):
@@ -121,6 +226,11 @@ def parse_flags(argv):
   turns it into a one-line error naming the flag (ill-typed values already get absl's
   "flag --config.x=...: invalid literal" message).
   """
+  config_file = _config_file_arg(argv)
+  if config_file is not None and not os.path.isfile(config_file):
+    sys.stderr.write(f"ERROR: --config: no config file {config_file!r} (relative paths are "
+                     f"from the current directory, {os.getcwd()})\n")
+    sys.exit(EXIT_USER_ERROR)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -135,6 +245,19 @@ def parse_flags(argv):
     sys.stderr.write(f"FATAL unknown config field in {where}: the config has no field {key!r}"
                      + (f"; did you mean {hint.group(1)!r}?" if hint else "") + "\n")
     sys.exit(2)
+
+
+def _config_file_arg(argv) -> str | None:
+  """FILE of the --config=FILE[:ARG] (or --config FILE[:ARG]) argument, if any."""
+  for i, arg in enumerate(argv[1:], start=1):
+    if arg.startswith("--config="):
+      value = arg[len("--config="):]
+    elif arg == "--config" and i + 1 < len(argv):
+      value = argv[i + 1]
+    else:
+      continue
+    return value.split(":")[0] if value else value
+  return None
 
 
 def run() -> None:

@@ -242,6 +242,9 @@ def randaugment(image, seed, num_layers: int = 2, magnitude: float = 9.0):
   return image
 
 
+KINDS = ('none', 'autoaugment', 'randaugment')  # config.data.augment values
+
+
 def apply(kind: str, image, seed, *, randaugment_layers: int = 2,
           randaugment_magnitude: float = 9.0):
   """config.data.augment dispatch: 'none' | 'autoaugment' | 'randaugment'.
@@ -258,7 +261,6 @@ def apply(kind: str, image, seed, *, randaugment_layers: int = 2,
   elif kind == 'randaugment':
     out = randaugment(image, seed, randaugment_layers, randaugment_magnitude)
   else:
-    raise ValueError(f"config.data.augment={kind!r}: expected 'none', "
-                     "'autoaugment' or 'randaugment'")
+    raise ValueError(f"config.data.augment={kind!r}: expected one of {list(KINDS)}")
   out.set_shape(shape)
   return out

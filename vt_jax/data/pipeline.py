@@ -44,6 +44,42 @@ class BadExampleError(ValueError):
   """An example that cannot be decoded or carries an invalid label/mask."""
 
 
+class CorruptRecordError(ValueError):
+  """A damaged data file (tf.data's DataLossError), with the file named."""
+
+
+def _corrupt_files(builder, split_name: str, offset: int | None) -> list[str]:
+  """The files of `split_name` that tf.data cannot read through.
+
+  tf.data's DataLossError gives only a byte offset ("corrupted record at N"): files
+  shorter than N cannot hold it, the others are read to the end (on error only) to find it.
+  """
+  base = split_name.split('[')[0]
+  paths = [str(p) for p in builder.info.splits[base].filepaths]
+  if offset is not None:
+    paths = [p for p in paths if tf.io.gfile.stat(p).length > offset]
+  bad = []
+  for path in paths:
+    try:
+      for _ in tf.data.TFRecordDataset(path, buffer_size=1 << 20):
+        pass
+    except tf.errors.DataLossError:
+      bad.append(path)
+  return bad
+
+
+def corrupt_record_message(cfg, builder, split_name: str, error) -> str:
+  message = getattr(error, 'message', str(error)).strip().splitlines()[0]
+  match = re.search(r'corrupted record at (\d+)', message)
+  files = _corrupt_files(builder, split_name, int(match.group(1)) if match else None)
+  where = (f"file {files[0]}" if len(files) == 1 else
+           f"files {files}" if files else "one of its files (none failed when re-read)")
+  return (f"dataset {cfg.name!r}, split {split_name!r}: damaged data in {where} "
+          f"({message}). Rebuild the dataset: move {builder.data_dir} aside and run again "
+          "(bundled datasets rebuild themselves; others with python -m vt_jax.data "
+          f"--prepare={cfg.name} --data_dir=...).")
+
+
 def _field(cfg, name, default=None):
   return cfg.get(name, default) if hasattr(cfg, 'get') else default
 
@@ -233,7 +269,11 @@ class Iterator:
     return self._context['num_steps']
 
   def __next__(self):
-    batch = next(self._it)
+    try:
+      batch = next(self._it)
+    except tf.errors.DataLossError as e:
+      raise CorruptRecordError(corrupt_record_message(
+          self.cfg, self._context['builder'], self._context['split_name'], e)) from None
     bad, index = batch.pop('bad'), batch.pop('index')
     if bad.any():
       if not _field(self.cfg, 'skip_bad_examples', False):

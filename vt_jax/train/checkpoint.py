@@ -7,10 +7,13 @@ so state.step alone resumes the input pipeline exactly.
 from __future__ import annotations
 
 import os
+import sys
+import time
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+import tensorflow as tf
 from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
@@ -42,12 +45,34 @@ def make_manager(workdir: str, config: ml_collections.ConfigDict | None = None,
                                item_names=("state",))
 
 
+def _save_failed(manager, step, e) -> CheckpointError:
+  return CheckpointError(
+      f"could not save the checkpoint for step {step} in {manager.directory} "
+      f"({_first_line(e)}); check that the directory is writable and has free space, then "
+      "run the same command again: it resumes from the newest readable checkpoint")
+
+
 def save(manager: ocp.CheckpointManager, state, score: float | None = None) -> None:
-  """Saves `state` at its step (asynchronously when configured); score ranks 'best'."""
+  """Saves `state` at its step (asynchronously when configured); score ranks 'best'.
+
+  Raises CheckpointError naming the step and directory (an async save's failure surfaces
+  here at the next save, or in `wait_until_finished`).
+  """
   step = int(jax.device_get(state.step))
   metrics = {"score": float(score)} if score is not None else None
-  manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-               metrics=metrics, force=True)
+  try:
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                 metrics=metrics, force=True)
+  except Exception as e:  # noqa: BLE001 -- orbax/tensorstore/OS errors alike: one message
+    raise _save_failed(manager, step, e) from e
+
+
+def wait_until_finished(manager: ocp.CheckpointManager) -> None:
+  """Waits for the pending async save; its failure becomes a CheckpointError."""
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # noqa: BLE001 -- see save()
+    raise _save_failed(manager, manager.latest_step(), e) from e
 
 
 def abstract_like(state_shapes, shardings):
@@ -56,12 +81,84 @@ def abstract_like(state_shapes, shardings):
                       state_shapes, shardings)
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state, step: int | None = None):
+def _ignore_closed_loop_callbacks() -> None:
+  """Drops the 'Event loop is closed' errors a failed orbax restore leaves behind.
+
+  When a read fails, orbax closes its asyncio loop while tensorstore still completes the
+  other pending reads; each completion calls `loop.call_soon_threadsafe` and Python reports
+  the RuntimeError through sys.unraisablehook, hundreds of traceback lines per failed
+  restore. They carry no information (the restore's own exception does), so that one
+  error is dropped; every other unraisable error still reaches the previous hook.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "_vt_jax_closed_loop_filter", False):
+    return
+
+  def hook(unraisable):
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+      return
+    previous(unraisable)
+
+  hook._vt_jax_closed_loop_filter = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+  text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+  return f"{type(e).__name__}: {text[:limit]}"
+
+
+def unreadable_dir(workdir_or_checkpoints: str) -> str:
+  """Where unreadable step directories are moved: next to checkpoints/, never inside it
+  (orbax would list a renamed step inside checkpoints/ as a step or refuse it)."""
+  return os.path.join(os.path.dirname(workdir_or_checkpoints.rstrip("/")),
+                      "checkpoints_unreadable")
+
+
+def _move_aside(manager: ocp.CheckpointManager, steps: list[int]) -> list[str]:
+  """Renames (never deletes) the step directories `steps` into checkpoints_unreadable/.
+
+  Process 0 renames; every process then waits at a barrier and reloads its manager, so all
+  agree on the remaining steps. Returns the new paths.
+  """
+  directory = str(manager.directory)
+  target_root = unreadable_dir(directory)
+  stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+  moved = []
+  for step in steps:
+    src = os.path.join(directory, str(step))
+    dst = os.path.join(target_root, f"{step}-{stamp}")
+    moved.append(dst)
+    if jax.process_index() != 0:
+      continue
+    try:
+      tf.io.gfile.makedirs(target_root)
+      tf.io.gfile.rename(src, dst, overwrite=False)
+    except (OSError, tf.errors.OpError) as e:
+      raise CheckpointError(
+          f"checkpoint at step {step} ({src}) is unreadable and could not be moved aside to "
+          f"{dst} ({_first_line(e)}); move it out of {directory} yourself (or use a new "
+          "--workdir) and run the same command again") from None
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("vt_jax: unreadable checkpoints moved aside")
+  manager.reload()
+  return moved
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state, step: int | None = None,
+                   move_aside: bool = False):
   """Restores `step` (or the newest readable step); returns (state, step) or (None, None).
 
-  An unreadable checkpoint (a run killed mid-write, a corrupt file) is reported and the
-  next older one is tried; if none is readable this raises naming the directory.
+  An unreadable checkpoint (a run killed mid-write, a damaged file) is reported and the
+  next older one is tried. With `move_aside` (training), the unreadable newer step
+  directories are then renamed into DIR/checkpoints_unreadable/ so that the resumed run can
+  save those steps again; nothing is ever deleted. If no checkpoint is readable this raises
+  CheckpointError naming each step, its error and the ways out (nothing is moved then:
+  a wholly unreadable directory is more likely a wrong config or directory than damage).
   """
+  _ignore_closed_loop_callbacks()
   steps = sorted(manager.all_steps(), reverse=True)
   if step is not None:
     if step not in steps:
@@ -70,21 +167,31 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, step: int | N
     steps = [step]
   if not steps:
     return None, None
-  errors = []
-  for i, s in enumerate(steps):
+  errors = []  # (step, one-line reason)
+  for s in steps:
     try:
       restored = manager.restore(
           s, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-      if errors:
-        logging.warning("restored the older checkpoint at step %d instead", s)
-      return restored["state"], s
     except Exception as e:  # noqa: BLE001 -- any failure to read means "try an older one"
-      errors.append(f"step {s}: {type(e).__name__}: {str(e)[:300]}")
-      older = steps[i + 1] if i + 1 < len(steps) else None
-      logging.warning("checkpoint at step %d in %s is unreadable (%s: %s); %s", s,
-                      manager.directory, type(e).__name__, str(e)[:300],
-                      f"falling back to step {older}" if older is not None else
-                      "no older checkpoint left")
+      errors.append((s, _first_line(e)))
+      continue
+    if errors:
+      bad = ", ".join(f"step {b} ({why})" for b, why in errors)
+      if move_aside:
+        moved = _move_aside(manager, [b for b, _ in errors])
+        logging.warning("unreadable checkpoint(s) in %s: %s; moved aside to %s; resuming "
+                        "from step %d", manager.directory, bad, ", ".join(moved), s)
+      else:
+        logging.warning("unreadable checkpoint(s) in %s: %s; using step %d instead",
+                        manager.directory, bad, s)
+    return restored["state"], s
+  lines = "\n  ".join(f"step {b}: {why}" for b, why in errors)
+  if step is not None:
+    raise CheckpointError(
+        f"the checkpoint at step {step} in {manager.directory} is unreadable:\n  {lines}\n"
+        "Pick another step (--checkpoint_step) or leave it out to use the newest readable one.")
   raise CheckpointError(
-      f"no readable checkpoint in {manager.directory}:\n  " + "\n  ".join(errors) +
-      "\nDelete the broken step directories or use a fresh --workdir.")
+      f"no readable checkpoint in {manager.directory} (a config that does not match these "
+      f"checkpoints, or damaged files):\n  {lines}\n"
+      "Run with the config that wrote them, or start over with a new --workdir (or move "
+      f"{manager.directory} aside and run the same command again).")

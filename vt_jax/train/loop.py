@@ -16,6 +16,7 @@ from absl import logging
 
 from vt_jax.train import checkpoint as ckpt_lib
 from vt_jax.train import optim
+from vt_jax.train import run_config
 from vt_jax.train import sharding as sharding_lib
 from vt_jax.train import state as state_lib
 from vt_jax.train import steps as steps_lib
@@ -73,16 +74,108 @@ class _Setup:
     return eval_metrics.get("ema_top1", eval_metrics["top1"])
 
 
-def _write_config(config, workdir):
-  if jax.process_index() == 0:
-    tf.io.gfile.makedirs(workdir)
-    with tf.io.gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
-
 def _fmt_time(seconds: float) -> str:
   seconds = int(max(0, seconds))
   return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
+
+
+def _fmt_metrics(metrics: dict) -> str:
+  return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+class Preempted(Exception):  # noqa: N818 -- an outcome, not an error
+  """Training stopped on SIGTERM or a first Ctrl-C after saving a checkpoint at `step`."""
+
+  def __init__(self, step: int, total: int, workdir: str, signal_name: str):
+    super().__init__(f"{signal_name}: preempted at step {step} of {total}; checkpoint saved "
+                     f"in {workdir}; resume with the same command")
+    self.step, self.total, self.workdir, self.signal_name = step, total, workdir, signal_name
+
+
+class _StopSignals:
+  """SIGTERM and the first Ctrl-C ask the loop to save and stop at the next step boundary;
+  a second Ctrl-C aborts at once (KeyboardInterrupt).
+
+  Several processes must agree on the step at which they stop, which orbax's preemption
+  sync point (jax.distributed's preemption service, SIGTERM) gives: with more than one
+  process Ctrl-C keeps Python's default (abort), since the others would not see it.
+  """
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def _on_signal(self, signum, frame):  # pylint: disable=unused-argument
+    if signum == signal.SIGINT and self.signum == signal.SIGINT:
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+      raise KeyboardInterrupt("second Ctrl-C: aborted without saving")
+    if self.signum is None:
+      self.signum = signum
+      logging.warning("%s received: saving a checkpoint after this step, then exiting%s",
+                      signal.Signals(signum).name,
+                      " (Ctrl-C again aborts without saving)" if signum == signal.SIGINT else "")
+
+  def __enter__(self):
+    signums = [signal.SIGTERM] + ([signal.SIGINT] if jax.process_count() == 1 else [])
+    for signum in signums:
+      try:
+        self._previous[signum] = signal.signal(signum, self._on_signal)
+      except ValueError:  # not the main thread (e.g. inside some test runners)
+        pass
+    return self
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+  def stopping(self, manager, step: int) -> bool:
+    if jax.process_count() == 1:
+      return self.signum is not None
+    return manager.reached_preemption(step)
+
+
+class _Progress:
+  """Progress lines: img/s and ETA from steady-state step time.
+
+  The first step (compilation) and the time spent in eval and checkpoint saves are left out
+  of the step time; the ETA adds the remaining evals at the last eval's duration.
+  """
+
+  def __init__(self, start: int, total: int, batch_size: int, eval_every: int):
+    self.start, self.total, self.batch, self.eval_every = start, total, batch_size, eval_every
+    self.t_start = time.time()
+    self.t_steady = None      # wall time when the first (compiling) step had finished
+    self.steady_step = None
+    self.excluded = 0.0       # eval/save seconds since t_steady
+    self.last_eval_seconds = None
+    self.t_last, self.step_last, self.excluded_last = None, None, 0.0
+
+  def first_step_done(self, step: int) -> None:
+    self.t_steady, self.steady_step = time.time(), step
+    self.t_last, self.step_last, self.excluded_last = self.t_steady, step, 0.0
+
+  def exclude(self, seconds: float, eval_seconds: float | None = None) -> None:
+    if self.t_steady is not None:
+      self.excluded += seconds
+    if eval_seconds is not None:
+      self.last_eval_seconds = eval_seconds
+
+  def rates(self, step: int) -> tuple[float | None, float | None]:
+    """(images/s since the previous call, ETA seconds), None while not yet measured."""
+    now = time.time()
+    rate = eta = None
+    if self.t_steady is not None and step > self.step_last:
+      busy = now - self.t_last - (self.excluded - self.excluded_last)
+      rate = (step - self.step_last) * self.batch / max(busy, 1e-9)
+    if self.t_steady is not None and step > self.steady_step:
+      per_step = (now - self.t_steady - self.excluded) / (step - self.steady_step)
+      # evals still to run: at multiples of eval_every, and at the last step
+      evals_left = self.total // self.eval_every - step // self.eval_every + (
+          1 if self.total % self.eval_every and step < self.total else 0)
+      eta = (self.total - step) * per_step + evals_left * (self.last_eval_seconds or 0.0)
+    if self.t_steady is not None:
+      self.t_last, self.step_last, self.excluded_last = now, step, self.excluded
+    return rate, eta
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datasets=None,
@@ -90,11 +183,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
   """Trains (resuming from workdir's latest readable checkpoint) and evaluates.
 
   datasets: a module-like object with get_info / make_iterator (default vt_jax.data).
-  Returns the final evaluation's metrics.
+  Returns the final evaluation's metrics. Raises run_config.ConfigMismatchError before
+  writing anything when workdir holds a run with an incompatible config, and Preempted
+  after saving when SIGTERM or a first Ctrl-C stopped the run.
   """
+  run_config.check_against_saved(config, workdir)
   s = _Setup(config, workdir, datasets, devices)
-  _write_config(config, workdir)
-  state, start = ckpt_lib.restore_latest(s.manager, s.abstract_state)
+  if jax.process_index() == 0:
+    run_config.write(config, workdir)
+  state, start = ckpt_lib.restore_latest(s.manager, s.abstract_state, move_aside=True)
   if state is None:
     state, start = s.init_fn(s.rng), 0
     logging.info("initialised a new run in %s", workdir)
@@ -115,27 +212,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
                "mesh %s", total, total / s.spe, s.spe, config.batch_size, len(s.mesh.devices.flat),
                dict(s.mesh.shape))
 
-  stop = {"signal": None}
-  previous_handler = signal.getsignal(signal.SIGTERM)
-
-  def on_sigterm(signum, frame):  # pylint: disable=unused-argument
-    stop["signal"] = signum  # checked between steps: save and exit cleanly
-
-  try:
-    signal.signal(signal.SIGTERM, on_sigterm)
-  except ValueError:  # not the main thread (e.g. inside some test runners)
-    previous_handler = None
-
   it = s.data.make_iterator(config.data, split="train", global_batch_size=config.batch_size,
                             mesh=s.mesh, seed=config.seed, start_step=start)
   pending = []  # (step, metrics on device) not yet fetched: fetching every step would sync
-  t_start = time.time()
-  t_last, step_last = t_start, start
+  progress = _Progress(start, total, config.batch_size, eval_every)
+  skipped = {"seen": 0, "total": 0}  # bad examples skipped by the data pipeline
   eval_metrics = None
   step = start
+  stopped_by = None
 
   def flush():
-    nonlocal t_last, step_last
     if not pending:
       return
     fetched = jax.device_get([m for _, m in pending])
@@ -152,68 +238,87 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
     finite = [m for m in fetched if m["nonfinite"] == 0] or fetched
     mean = {k: float(np.mean([m[k] for m in finite])) for k in ("loss", "top1", "grad_norm")}
     last_step = pending[-1][0]
-    now = time.time()
-    rate = (last_step - step_last) * config.batch_size / max(now - t_last, 1e-9)
-    mean.update(lr=float(fetched[-1]["lr"]), images_per_sec=rate,
-                epoch=last_step / s.spe, skipped=float(sum(m["nonfinite"] > 0 for m in fetched)))
+    rate, eta = progress.rates(last_step)
+    now_skipped = int(getattr(it, "num_skipped", 0))
+    new_skipped, skipped["seen"] = now_skipped - skipped["seen"], now_skipped
+    skipped["total"] += new_skipped
+    mean.update(lr=float(fetched[-1]["lr"]), epoch=last_step / s.spe,
+                skipped_updates=float(sum(m["nonfinite"] > 0 for m in fetched)),
+                skipped_examples=float(new_skipped))
+    if rate is not None:
+      mean["images_per_sec"] = rate
     writers["train"].write_scalars(last_step, mean)
-    eta = (total - last_step) * config.batch_size / max(rate, 1e-9)
-    logging.info("step %d/%d  epoch %.2f  loss %.4f  top1 %.3f  lr %.4g  %.0f img/s  "
-                 "elapsed %s  ETA %s", last_step, total, last_step / s.spe, mean["loss"],
-                 mean["top1"], mean["lr"], rate, _fmt_time(now - t_start), _fmt_time(eta))
+    logging.info("step %d/%d  epoch %.2f  loss %.4f  top1 %.3f  lr %.4g  %s img/s  "
+                 "elapsed %s  ETA %s%s", last_step, total, last_step / s.spe, mean["loss"],
+                 mean["top1"], mean["lr"], "--" if rate is None else f"{rate:.0f}",
+                 _fmt_time(time.time() - progress.t_start),
+                 "--" if eta is None else _fmt_time(eta),
+                 f"  skipped {skipped['total']} bad examples" if skipped["total"] else "")
     pending.clear()
-    t_last, step_last = now, last_step
 
-  try:
+  with _StopSignals() as signals:
     for step in range(start, total):
       batch = next(it)
       state, metrics = train_step(state, batch)
       pending.append((step + 1, metrics))
       done = step + 1
+      if step == start:  # compilation: kept out of img/s and the ETA
+        jax.block_until_ready(metrics)
+        progress.first_step_done(done)
       last = done == total
       do_eval = done % eval_every == 0 or last
-      # Several processes must agree on the step at which they stop: orbax's preemption
-      # sync point (jax.distributed's preemption service) gives that; alone, the flag does.
-      stopping = (stop["signal"] is not None if jax.process_count() == 1
-                  else s.manager.reached_preemption(done))
+      stopping = signals.stopping(s.manager, done)
       do_save = do_eval or done % ckpt_every == 0 or last or stopping
       if done % log_every == 0 or last or do_save:
         flush()
       score = None
+      t0 = time.time()
+      eval_seconds = None
       if do_eval:
         eval_metrics = s.evaluate(state)
+        eval_seconds = time.time() - t0
         writers["eval"].write_scalars(done, dict(eval_metrics, epoch=done / s.spe))
+        logging.info("eval at step %d: %s", done, _fmt_metrics(eval_metrics))
         score = s.score(eval_metrics)
       if do_save:
         ckpt_lib.save(s.manager, state, score)
+      progress.exclude(time.time() - t0, eval_seconds)
       if stopping:
-        logging.warning("SIGTERM received: saved the checkpoint at step %d in %s; exiting. "
-                        "Run the same command again to resume.", done, workdir)
+        stopped_by = signal.Signals(signals.signum).name if signals.signum else (
+            "SIGTERM (of another process)")
         break
     step = int(jax.device_get(state.step))
     if start >= total:  # the workdir holds a finished run: report its evaluation
       logging.info("the checkpoint at step %d already reaches the %d training steps; "
                    "evaluating it", start, total)
       eval_metrics = s.evaluate(state)
-    s.manager.wait_until_finished()
-  finally:
-    if previous_handler is not None:
-      signal.signal(signal.SIGTERM, previous_handler)
+    ckpt_lib.wait_until_finished(s.manager)
   for w in writers.values():
     w.flush()
-  elapsed = time.time() - t_start
-  summary = dict(step=step, total_steps=total, minutes=elapsed / 60, **(eval_metrics or {}))
+  elapsed = time.time() - progress.t_start
+  s.manager.close()
+  summary = dict(step=step, total_steps=total, minutes=elapsed / 60,
+                 skipped_examples=skipped["total"], **(eval_metrics or {}))
+  if stopped_by is not None:
+    preempted = Preempted(step, total, workdir, stopped_by)
+    logging.warning("summary: %s (%s)", preempted, _fmt_time(elapsed))
+    print("PREEMPTED " + json.dumps(summary), flush=True)
+    raise preempted
   if eval_metrics is not None:
     logging.info("summary: %d steps in %s; eval %s", step, _fmt_time(elapsed),
-                 "  ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
+                 _fmt_metrics(eval_metrics))
     print("FINAL " + json.dumps(summary), flush=True)
-  s.manager.close()
   return eval_metrics or {}
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, step=None,
                         datasets=None, devices=None) -> dict:
-  """--mode=eval: evaluates the latest (or `step`) checkpoint; writes eval_step_<N>.json."""
+  """--mode=eval: evaluates the latest (or `step`) checkpoint; writes eval_step_<N>.json.
+
+  The result is printed before it is written; a workdir that cannot be written (read-only,
+  full) only costs the file, with a warning.
+  """
+  run_config.check_against_saved(config, workdir)
   s = _Setup(config, workdir, datasets, devices, read_only=True)
   state, restored_step = ckpt_lib.restore_latest(s.manager, s.abstract_state, step)
   if state is None:
@@ -221,10 +326,16 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, step
                                    "evaluate; train first (--mode=train)")
   result = s.evaluate(state)
   result["step"] = restored_step
-  if jax.process_index() == 0:
-    with tf.io.gfile.GFile(os.path.join(workdir, f"eval_step_{restored_step}.json"), "w") as f:
-      json.dump(result, f, indent=2)
-  logging.info("eval of step %d: %s", restored_step, result)
+  logging.info("eval of step %d: %s", restored_step,
+               _fmt_metrics({k: v for k, v in result.items() if k != "step"}))
   print("EVAL " + json.dumps(result), flush=True)
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, f"eval_step_{restored_step}.json")
+    try:
+      with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(result, f, indent=2)
+    except (OSError, tf.errors.OpError) as e:
+      logging.warning("could not write %s (%s: %s); the result is the EVAL line above",
+                      path, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
   s.manager.close()
   return result

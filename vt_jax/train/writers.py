@@ -1,4 +1,8 @@
-"""Metric writers: clu's console + TensorBoard writers, plus DIR/metrics.jsonl; process 0 only."""
+"""Metric writers: clu's TensorBoard writer plus DIR/metrics.jsonl; process 0 only.
+
+The console gets the training loop's own progress and eval lines, not clu's LoggingWriter
+(which would print every scalar a second time).
+"""
 
 from __future__ import annotations
 
@@ -59,8 +63,7 @@ class JsonlWriter(metric_writers.MetricWriter):
 def make_writers(workdir: str) -> dict[str, metric_writers.MetricWriter]:
   """{'train': writer, 'eval': writer}; on processes other than 0 they drop everything.
 
-  Each writes to the console (absl logging), DIR/tensorboard/<split> and
-  DIR/metrics.jsonl.
+  Each writes to DIR/tensorboard/<split> and DIR/metrics.jsonl.
   """
   if jax.process_index() != 0:
     return {split: metric_writers.MultiWriter([]) for split in ("train", "eval")}
@@ -68,8 +71,7 @@ def make_writers(workdir: str) -> dict[str, metric_writers.MetricWriter]:
   jsonl = os.path.join(workdir, "metrics.jsonl")
   return {
       split: metric_writers.MultiWriter([
-          metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),
-                                               asynchronous=False, collection=split),
+          metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard", split)),
           JsonlWriter(jsonl, split),
       ])
       for split in ("train", "eval")
