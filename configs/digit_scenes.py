@@ -6,7 +6,7 @@ r"""VT-ResNet-18 (quickstart widths) on the bundled `digit_scenes`: small, off-c
 
 Classification of the largest digit on a 64x64 canvas holding 1-3 real digits (built offline on
 first use). `task=segmentation` gives the per-pixel masks (background + 10 digits) for the data
-tool; the training loop trains classifiers only and says so.
+tool; a classifier refuses it (configs/quickstart_seg.py trains segmentation models on it).
 """
 
 from vt_jax.config_lib import args as args_lib

@@ -104,12 +104,8 @@ def validate_config(config) -> None:
   for key in ("batch_size", "eval_batch_size"):
     if config[key] <= 0:
       raise ValueError(f"config.{key}={config[key]} must be > 0")
-  task = config.data.get("task", "classification")
-  if task != "classification":
-    raise ValueError(
-        f"config.data.task={task!r}: model.name={config.model.name!r} is an image classifier "
-        "and the training loop trains classifiers; segmentation models are not built yet "
-        "(use the data tool to look at segmentation data: python -m vt_jax.data --config=...)")
+  from vt_jax import tasks  # pylint: disable=g-import-not-at-top
+  tasks.check_config(config)  # config.task, model and data agree
 
 
 def _timeout_kwargs(initialize) -> dict:

@@ -1,6 +1,11 @@
 """MACs and parameters per stage, derived from the model itself.
 
     python -m vt_jax.profile --config=configs/vt_r50.py [--resolution=224] [--json]
+    python -m vt_jax.profile --config=configs/vt_fpn_r50_cocostuff.py --resolution=800x1216
+
+Stages: stage1-5 (the ResNet's, or VT modules as stage 5) and head; segmentation models
+(fpn, vt_fpn) add "fpn": everything between the backbone and the semantic head (the FPN or
+the VT-FPN), which the paper's Tables 9-10 compare.
 
 MACs follow the paper's convention: multiply-accumulates of convolutions,
 dense layers and attention matrix products; softmax, normalisation,
@@ -32,14 +37,33 @@ from vt_jax import models
 from vt_jax.models.vt import INTERPOLATE_SCOPE
 
 STAGES = ("stage1", "stage2", "stage3", "stage4", "stage5", "head")
-_STAGE_RE = re.compile(r"^(stage[1-5]|head)$")
+SEGMENTATION_STAGES = ("stage1", "stage2", "stage3", "stage4", "stage5", "fpn", "head")
+_STAGE_RE = re.compile(r"^(stage[1-5]|fpn|head)$")
+
+
+def stages_of(model_config) -> tuple[str, ...]:
+  return SEGMENTATION_STAGES if model_config.name in ("fpn", "vt_fpn") else STAGES
+
+
+def parse_resolution(text) -> tuple[int, int]:
+  """'224' -> (224, 224); '800x1216' -> (800, 1216) (height x width); ints pass through."""
+  if isinstance(text, int):
+    return text, text
+  if isinstance(text, (tuple, list)):
+    return int(text[0]), int(text[1])
+  match = re.fullmatch(r"\s*(\d+)\s*(?:x\s*(\d+))?\s*", str(text))
+  if not match or int(match.group(1)) < 1 or int(match.group(2) or 1) < 1:
+    raise ValueError(f"--resolution={text!r}: give SIZE or HEIGHTxWIDTH in pixels, e.g. 224 "
+                     "or 800x1216")
+  h = int(match.group(1))
+  return h, int(match.group(2) or h)
 
 
 def _stage_of(path) -> str:
   for part in path:
     if _STAGE_RE.match(part):
       return part
-  raise ValueError(f"operation at {'/'.join(path)!r} is in no stage (stage1-5, head)")
+  raise ValueError(f"operation at {'/'.join(path)!r} is in no stage (stage1-5, fpn, head)")
 
 
 def _valid_taps(eqn) -> int:
@@ -110,17 +134,19 @@ def _walk(jaxpr, prefix, totals, count_padding=True):
         _walk(param, "/".join(path), totals, count_padding)
 
 
-def count_macs(model, variables, resolution: int, count_padding: bool = True) -> dict[str, int]:
-  """MACs per stage of one forward pass of one image at `resolution`.
+def count_macs(model, variables, resolution, count_padding: bool = True) -> dict[str, int]:
+  """MACs per stage of one forward pass of one image at `resolution` (int or (h, w)).
 
   count_padding=False skips conv taps that fall in the zero padding, as XLA's
   cost analysis does (the paper and torchvision count them).
   """
-  images = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
+  h, w = parse_resolution(resolution)
+  images = jnp.zeros((1, h, w, 3), jnp.float32)
   closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, images)
   totals = defaultdict(int)
   _walk(closed.jaxpr, "", totals, count_padding)
-  return {s: totals.get(s, 0) for s in STAGES}
+  stages = SEGMENTATION_STAGES if "fpn" in totals else STAGES
+  return {s: totals.get(s, 0) for s in stages}
 
 
 def count_params(params) -> dict[str, int]:
@@ -129,34 +155,47 @@ def count_params(params) -> dict[str, int]:
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
     keys = tuple(getattr(k, "key", str(k)) for k in path)
     totals[_stage_of(keys)] += int(np.prod(leaf.shape))
-  return {s: totals.get(s, 0) for s in STAGES}
+  stages = SEGMENTATION_STAGES if "fpn" in totals else STAGES
+  return {s: totals.get(s, 0) for s in stages}
 
 
-def abstract_variables(model, resolution: int):
-  images = jax.ShapeDtypeStruct((1, resolution, resolution, 3), jnp.float32)
+def abstract_variables(model, resolution):
+  h, w = parse_resolution(resolution)
+  images = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
   return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
 
 
-def profile(model_config, resolution: int = 224) -> dict:
-  """{'model', 'resolution', 'macs', 'params', 'stages': {stage: {'macs', 'params'}}}."""
+def format_resolution(resolution) -> int | str:
+  """(224, 224) -> 224 (the JSON's `resolution` for square inputs); (800, 1216) -> '800x1216'."""
+  h, w = parse_resolution(resolution)
+  return h if h == w else f"{h}x{w}"
+
+
+def profile(model_config, resolution=224) -> dict:
+  """{'model', 'resolution', 'macs', 'params', 'stages': {stage: {'macs', 'params'}}}.
+
+  resolution: int (square) or (height, width) or 'HxW'.
+  """
   model = models.create_model(model_config)
   variables = abstract_variables(model, resolution)
   macs = count_macs(model, variables, resolution)
   params = count_params(variables["params"])
   name = model_config.name + str(model_config.depth)
-  if model_config.name == "vt_resnet":
+  if model_config.name in ("vt_resnet", "vt_fpn"):
     name += "-" + model_config.vt.variant
+  stages = stages_of(model_config)
   return {
       "model": name,
-      "resolution": resolution,
+      "resolution": format_resolution(resolution),
       "macs": sum(macs.values()),
       "params": sum(params.values()),
-      "stages": {s: {"macs": macs[s], "params": params[s]} for s in STAGES},
+      "stages": {s: {"macs": macs.get(s, 0), "params": params.get(s, 0)} for s in stages},
   }
 
 
 def format_table(result: dict) -> str:
-  lines = [f"{result['model']} at {result['resolution']}x{result['resolution']}",
+  h, w = parse_resolution(result["resolution"])
+  lines = [f"{result['model']} at {h}x{w}",
            f"{'stage':<8} {'MMACs':>12} {'params (M)':>12}"]
   for s, v in result["stages"].items():
     lines.append(f"{s:<8} {v['macs'] / 1e6:>12.3f} {v['params'] / 1e6:>12.4f}")
@@ -208,12 +247,16 @@ def main(argv):
   del argv
   from absl import flags
   if flags.FLAGS.paper_table:
-    print(paper_table(resolution=flags.FLAGS.resolution))
+    print(paper_table(resolution=int(flags.FLAGS.resolution)))
     return
   cfg = flags.FLAGS.config
   if cfg is None:
     raise app_usage_error("--config=FILE is required (or --paper_table)")
-  result = profile(cfg.model, flags.FLAGS.resolution)
+  try:
+    resolution = parse_resolution(flags.FLAGS.resolution)
+  except ValueError as e:
+    raise app_usage_error(str(e)) from None
+  result = profile(cfg.model, resolution)
   if flags.FLAGS.json:
     print(json.dumps(result))
   else:
@@ -224,7 +267,8 @@ if __name__ == "__main__":
   from absl import app, flags
   from ml_collections import config_flags
   config_flags.DEFINE_config_file("config", None, "Config file (FILE[:ARG]).", lock_config=True)
-  flags.DEFINE_integer("resolution", 224, "Square input size in pixels.")
+  flags.DEFINE_string("resolution", "224",
+                      "Input size in pixels: SIZE (square) or HEIGHTxWIDTH, e.g. 800x1216.")
   flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
   flags.DEFINE_bool("paper_table", False,
                     "Print the README's paper-vs-vt_jax markdown table (all model configs).")

@@ -68,6 +68,24 @@ def test_flip_and_crop_vary_with_seed_and_are_deterministic():
   assert len({o['mask'].numpy().tobytes() for o in outs}) > 6
 
 
+def test_flip_false_never_mirrors_and_keeps_the_same_crops():
+  """config.data.flip=False (digits): every output is an unmirrored window, and the one
+  a mirrored output of flip=True came from (same seed -> same crop either way)."""
+  example = _encoded_example()
+  mask = example['mask'].numpy().astype(np.int32)
+  mirrored_seen = 0
+  for s in range(12):
+    kw = dict(crop_size=48, scale_range=(1.0, 1.0), ignore_label=IGNORE, seed=[s, 3])
+    plain = segmentation.train_preprocess(example, flip=False, **kw)['mask'].numpy()
+    default = segmentation.train_preprocess(example, **kw)['mask'].numpy()
+    assert any(np.array_equal(mask[y:y + 48, x:x + 48], plain)
+               for y in range(96 - 48 + 1) for x in range(80 - 48 + 1)), s
+    if not np.array_equal(plain, default):
+      np.testing.assert_array_equal(plain[:, ::-1], default)
+      mirrored_seen += 1
+  assert mirrored_seen > 0  # flip=True did mirror some of these seeds
+
+
 def test_train_pads_small_images_with_ignore_and_mean():
   example = _encoded_example(height=20, width=30, block=5)
   out = segmentation.train_preprocess(example, crop_size=(40, 50), scale_range=(1.0, 1.0),

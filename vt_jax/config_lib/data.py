@@ -78,6 +78,7 @@ def digit_scenes(canvas: int = 64, task: str = 'segmentation',
       preprocess='resize',      # classification: resize to image_size, no crop
       image_size=canvas,        # px
       scale_range=(0.75, 1.5),  # segmentation train: random rescale factors
+      flip=False,               # segmentation train: no mirroring (a mirrored digit is none)
       ignore_label=255 if seg else None,
       shuffle_buffer=2_000,
       mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5),
@@ -92,6 +93,7 @@ def coco_stuff(**overrides) -> ml_collections.ConfigDict:
       train_split='train', eval_split='validation',
       image_size=512,           # px, square train crop / eval pad size
       scale_range=(0.5, 2.0),   # train random rescale factors
+      flip=True,                # train: random horizontal flip of image and mask
       ignore_label=255,
       shuffle_buffer=2_000,
   ), overrides)
@@ -104,6 +106,9 @@ def lip(**overrides) -> ml_collections.ConfigDict:
       train_split='train', eval_split='validation',
       image_size=473,           # px, the LIP literature's crop size
       scale_range=(0.5, 2.0),
+      # LIP's classes include left/right-arm/leg/shoe: a mirror would have to swap those
+      # labels too, which this flip does not; off until it does.
+      flip=False,
       ignore_label=255,
       shuffle_buffer=2_000,
   ), overrides)

@@ -74,3 +74,46 @@ def vt_resnet(depth: int, variant: str = "iccv", **overrides) -> ml_collections.
   cfg.vt.update(presets.vt_preset(depth, variant))
   cfg.vt.update(vt_overrides)
   return cfg
+
+
+def fpn(depth: int, num_classes: int, **overrides) -> ml_collections.ConfigDict:
+  """Semantic FPN (reference section 2.2): ResNet-`depth` + FPN P2-P5 + Panoptic-FPN head.
+
+  Returns per-pixel logits at the input size (vt_jax.models.fpn). Backbone fields as in
+  `resnet`; the classifier-only fields (dropout, zero_init_head) do not exist here.
+  """
+  cfg = ml_collections.ConfigDict(dict(
+      name="fpn",
+      depth=depth,
+      num_classes=num_classes,  # mask classes (without the ignore label)
+      width=64,                 # backbone base channels; 64 is the paper's
+      small_image_stem=False,   # True: 3x3 stride-1 stem, levels at strides 1/2/4/8
+      dtype="float32",
+      stochastic_depth_survival=1.0,
+      zero_init_residual=False,
+      fpn_channels=256,         # FPN / VT-FPN output channels (detectron2: 256)
+      head_channels=128,        # semantic head conv channels (detectron2: 128)
+      head_norm_groups=32,      # GroupNorm groups of the head (detectron2: 32)
+  ))
+  cfg.update(overrides)
+  return cfg
+
+
+def vt_fpn(depth: int, num_classes: int, **overrides) -> ml_collections.ConfigDict:
+  """VT-FPN: `fpn` with VT modules in place of the FPN convolutions (reference 2.2).
+
+  `overrides` may set top-level fields and `vt=dict(...)`.
+  """
+  vt_overrides = overrides.pop("vt", {})
+  cfg = fpn(depth, num_classes, **overrides)
+  cfg.name = "vt_fpn"
+  cfg.vt = ml_collections.ConfigDict(dict(
+      variant="iccv",           # iccv | v1: the tokenizer / transformer equations
+      tokens=8,                 # L per level (the paper: 8)
+      token_channels=1024,      # C_T (the paper: 1024)
+      heads=16,                 # transformer heads
+      ffn_hidden=None,          # transformer feed-forward width; None -> C_T
+      projector_heads=16,       # per-level projector heads
+  ))
+  cfg.vt.update(vt_overrides)
+  return cfg

@@ -136,7 +136,7 @@ class Processor:
         res = self.seg.train_preprocess(
             feats, crop_size=size, scale_range=tuple(cfg.scale_range),
             ignore_label=self.ignore_label, seed=seed,
-            image_pad_value=self.pad_value)
+            image_pad_value=self.pad_value, flip=bool(_field(cfg, 'flip', True)))
       else:
         res = self.seg.eval_preprocess(feats, crop_size=size,
                                        ignore_label=self.ignore_label,

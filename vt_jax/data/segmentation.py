@@ -85,8 +85,9 @@ def _outputs(image, mask, height, width):
 
 def train_preprocess(
     features, *, crop_size: Size, scale_range: tuple[float, float],
-    ignore_label: int, seed, image_pad_value: Sequence[float] = IMAGENET_MEAN_RGB):
-  """Random scale, pad, random crop and horizontal flip of image and mask.
+    ignore_label: int, seed, image_pad_value: Sequence[float] = IMAGENET_MEAN_RGB,
+    flip: bool = True):
+  """Random scale, pad, random crop and (if `flip`) horizontal flip of image and mask.
 
   Args:
     features: {'image': uint8 [H, W, 3], 'mask': integer [H, W] or [H, W, 1]}.
@@ -95,6 +96,8 @@ def train_preprocess(
     ignore_label: mask value for padded pixels.
     seed: int or int [2] tensor for the stateless random ops.
     image_pad_value: RGB value (0..255) of padded image pixels.
+    flip: mirror left-right with probability 1/2 (config.data.flip). Off for data whose
+      classes are not mirror-symmetric (digits: a mirrored 2 is no digit).
 
   Returns:
     {'image': float32 [crop_h, crop_w, 3] in 0..255, 'mask': int32 [crop_h, crop_w]}.
@@ -122,9 +125,10 @@ def train_preprocess(
   image = image[y:y + crop_h, x:x + crop_w]
   mask = mask[y:y + crop_h, x:x + crop_w]
 
-  flip = tf.random.stateless_uniform([], flip_seed) < 0.5
-  image = tf.cond(flip, lambda: image[:, ::-1], lambda: image)
-  mask = tf.cond(flip, lambda: mask[:, ::-1], lambda: mask)
+  if flip:  # the seed split above is the same either way: crops do not depend on `flip`
+    mirror = tf.random.stateless_uniform([], flip_seed) < 0.5
+    image = tf.cond(mirror, lambda: image[:, ::-1], lambda: image)
+    mask = tf.cond(mirror, lambda: mask[:, ::-1], lambda: mask)
   return _outputs(image, mask, crop_h, crop_w)
 
 

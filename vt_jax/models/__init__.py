@@ -3,6 +3,9 @@
     model = create_model(config.model)
     variables = model.init({'params': key}, images, train=False)
     logits = model.apply(variables, images, train=False)   # images: NHWC float32
+
+Classifiers (resnet, vt_resnet) return [B, num_classes]; segmentation models (fpn, vt_fpn)
+return per-pixel logits [B, H, W, num_classes] at the input size.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
+from vt_jax.models.fpn import FPN
 from vt_jax.models.resnet import ResNet
+from vt_jax.models import resnet
 from vt_jax.models.vt import RESIZE_MODES
 from vt_jax.models.vt_resnet import VTResNet
 
@@ -52,4 +57,19 @@ def create_model(config: ml_collections.ConfigDict):
   if name == "vt_resnet":
     _check_vt(config.vt)
     return VTResNet(vt=ml_collections.FrozenConfigDict(config.vt), **_common(config))
-  raise ValueError(f"model.name={name!r}; choose one of ['resnet', 'vt_resnet']")
+  if name in ("fpn", "vt_fpn"):
+    resnet.check_depth(config.depth)
+    vt_cfg = None
+    if name == "vt_fpn":
+      if config.vt.variant not in ("iccv", "v1"):
+        raise ValueError(f"model.vt.variant={config.vt.variant!r}; choose 'iccv' or 'v1'")
+      vt_cfg = ml_collections.FrozenConfigDict(config.vt)
+    return FPN(depth=config.depth, num_classes=config.num_classes, width=config.width,
+               small_image_stem=config.small_image_stem, fpn_channels=config.fpn_channels,
+               head_channels=config.head_channels, head_norm_groups=config.head_norm_groups,
+               stochastic_depth_survival=config.stochastic_depth_survival,
+               zero_init_residual=config.zero_init_residual, vt=vt_cfg, dtype=_dtype(config))
+  raise ValueError(f"model.name={name!r}; choose one of {list(MODELS)}")
+
+
+MODELS = ("resnet", "vt_resnet", "fpn", "vt_fpn")

@@ -8,7 +8,6 @@ import signal
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -39,6 +38,8 @@ class _Setup:
 
   def __init__(self, config, workdir, datasets, devices, read_only=False):
     from vt_jax import models  # pylint: disable=g-import-not-at-top
+    from vt_jax import tasks  # pylint: disable=g-import-not-at-top
+    self.task = tasks.get(config)
     self.data = _data_module(datasets)
     self.info = self.data.get_info(config.data)
     if config.model.num_classes != self.info.num_classes:
@@ -55,23 +56,35 @@ class _Setup:
     self.abstract_state = ckpt_lib.abstract_like(shapes, self.shardings)
     self.manager = ckpt_lib.make_manager(workdir, config, read_only=read_only)
     self.eval_step = steps_lib.make_eval_step(self.model, self.mesh, self.shardings,
-                                              use_ema=config.ema_decay > 0)
+                                              use_ema=config.ema_decay > 0, task=self.task)
+    self.num_pictures = min(self.task.num_pictures, config.eval_batch_size)
+    if self.num_pictures:
+      self.predict_step = steps_lib.make_predict_step(self.model, self.mesh, self.shardings,
+                                                      self.task, self.num_pictures)
+    self.workdir = workdir
     self.config = config
 
   def evaluate(self, state) -> dict:
+    """The task's metrics over the eval split; writes the task's pictures (process 0)."""
     it = self.data.make_iterator(self.config.data, split="eval",
                                  global_batch_size=self.config.eval_batch_size,
                                  mesh=self.mesh, seed=self.config.seed)
     sums = None
-    for batch in it:
-      out = self.eval_step(state, batch)
-      sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    for i, batch in enumerate(it):
+      sums = self.task.accumulate(sums, self.eval_step(state, batch))
+      if i == 0 and self.num_pictures:  # the same first examples at every eval
+        rows, predictions = jax.device_get(self.predict_step(state, batch))
+        if jax.process_index() == 0:
+          step = int(jax.device_get(state.step))
+          path = os.path.join(self.workdir, "pictures", f"eval_{step}.png")
+          self.task.write_pictures(path, rows, predictions)
+          logging.info("wrote %s", path)
     if sums is None:
       raise ValueError(f"eval split of {self.info.name!r} yielded no batches")
-    return steps_lib.finish_eval(sums)
+    return self.task.finish(sums)
 
   def score(self, eval_metrics) -> float:
-    return eval_metrics.get("ema_top1", eval_metrics["top1"])
+    return self.task.score(eval_metrics)
 
 
 def _fmt_time(seconds: float) -> str:
@@ -195,6 +208,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
   if state is None:
     state, start = s.init_fn(s.rng), 0
     logging.info("initialised a new run in %s", workdir)
+    if config.get("init_from"):  # a new run only: a resumed one has its own weights
+      from vt_jax.train import pretrained  # pylint: disable=g-import-not-at-top
+      state = pretrained.apply_init_from(state, config.init_from, s.shardings)
   else:
     logging.info("resumed from the checkpoint at step %d in %s", start, workdir)
   teacher = None
@@ -202,7 +218,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
     from vt_jax.train import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
     teacher = teacher_lib.load_teacher(config.distill, s.mesh)
   train_step = steps_lib.make_train_step(s.model, s.tx, config, s.spe, s.mesh, s.shardings,
-                                         teacher=teacher)
+                                         teacher=teacher, task=s.task)
   writers = writers_lib.make_writers(workdir)
   total = s.total_steps
   eval_every = max(1, int(round(config.eval_every_epochs * s.spe)))
@@ -236,7 +252,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
               "lower the learning rate or enable gradient clipping (config.optimizer."
               "grad_clip_norm), or set config.on_nonfinite_loss='skip'")
     finite = [m for m in fetched if m["nonfinite"] == 0] or fetched
-    mean = {k: float(np.mean([m[k] for m in finite])) for k in ("loss", "top1", "grad_norm")}
+    metric = s.task.train_metric
+    mean = {k: float(np.mean([m[k] for m in finite])) for k in ("loss", metric, "grad_norm")}
     last_step = pending[-1][0]
     rate, eta = progress.rates(last_step)
     now_skipped = int(getattr(it, "num_skipped", 0))
@@ -248,9 +265,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
     if rate is not None:
       mean["images_per_sec"] = rate
     writers["train"].write_scalars(last_step, mean)
-    logging.info("step %d/%d  epoch %.2f  loss %.4f  top1 %.3f  lr %.4g  %s img/s  "
+    logging.info("step %d/%d  epoch %.2f  loss %.4f  %s %.3f  lr %.4g  %s img/s  "
                  "elapsed %s  ETA %s%s", last_step, total, last_step / s.spe, mean["loss"],
-                 mean["top1"], mean["lr"], "--" if rate is None else f"{rate:.0f}",
+                 metric, mean[metric], mean["lr"], "--" if rate is None else f"{rate:.0f}",
                  _fmt_time(time.time() - progress.t_start),
                  "--" if eta is None else _fmt_time(eta),
                  f"  skipped {skipped['total']} bad examples" if skipped["total"] else "")

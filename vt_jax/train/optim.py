@@ -30,10 +30,19 @@ def lr_schedule(config: ml_collections.ConfigDict, spe: int) -> optax.Schedule:
   warmup_steps = s.warmup_epochs * spe
   decay_steps = s.decay_every_epochs * spe
 
+  fractions = tuple(s.get("decay_at_fractions", ()) or ())
+  if fractions:  # steps of the whole run (num_train_steps or num_epochs of spe-step epochs)
+    total = (config.num_train_steps if config.num_train_steps > 0
+             else max(1, int(round(config.num_epochs * spe))))
+    boundaries = jnp.asarray([f * total for f in fractions], jnp.float32)
+
   def schedule(step):
     step = jnp.asarray(step, jnp.float32)
     warm = s.init_lr + (s.peak_lr - s.init_lr) * step / max(warmup_steps, 1e-9)
-    after = s.peak_lr * s.decay_factor ** jnp.floor((step - warmup_steps) / decay_steps)
+    if fractions:
+      after = s.peak_lr * s.decay_factor ** jnp.sum(step >= boundaries)
+    else:
+      after = s.peak_lr * s.decay_factor ** jnp.floor((step - warmup_steps) / decay_steps)
     return scale * jnp.where(step < warmup_steps, warm, after)
 
   return schedule
