@@ -2,9 +2,11 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -17,18 +19,28 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+def _env():
+  env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), PYTHONPATH=ROOT)
+  env.pop("XLA_FLAGS", None)  # the launcher gives each process its own device count
+  env.pop("LOGDIR", None)
+  return env
+
+
 @pytest.mark.slow
 def test_two_process_run_matches_single_process_eval_of_its_checkpoint(tmp_path):
   workdir = tmp_path / "mp"
-  env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()),
-             LOGDIR=str(tmp_path / "logs"), PYTHONPATH=ROOT)
-  env.pop("XLA_FLAGS", None)  # the launcher gives each process its own device count
+  env = _env()
   flags = [f"--workdir={workdir}", "--config=configs/quickstart.py",
            "--config.num_train_steps=4", "--config.log_every_steps=2", "--config.batch_size=32"]
   proc = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", *flags], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
-  logs = {p: (tmp_path / "logs" / p).read_text()[-2000:] for p in os.listdir(tmp_path / "logs")}
+  logdir = workdir / "launch_logs"  # under the workdir, not the repository
+  logs = {p: (logdir / p).read_text()[-2000:] for p in os.listdir(logdir) if p.endswith(".log")}
   assert proc.returncode == 0, logs
+  # The launcher ends with each process's summary line (not orbax's last messages).
+  summary = proc.stdout[proc.stdout.index("--- summary"):].splitlines()[1:]
+  assert [l.split(":")[0] for l in summary] == ["process 0", "process 1"]
+  assert all("exit 0 (finished): FINAL {" in l for l in summary), proc.stdout
   records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   # Only process 0 writes: each event appears once.
   assert [(r["step"], r["split"]) for r in records] == [(2, "train"), (4, "train"), (4, "eval")]
@@ -47,3 +59,32 @@ def test_two_process_run_matches_single_process_eval_of_its_checkpoint(tmp_path)
   assert final["step"] == 4
   assert final["top1"] == pytest.approx(distributed_eval["top1"], abs=1e-9)
   assert final["loss"] == pytest.approx(distributed_eval["loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_killed_process_stops_the_other_within_30s_naming_it(tmp_path):
+  workdir = tmp_path / "lost"
+  flags = [f"--workdir={workdir}", "--config=configs/quickstart.py:width=4",
+           "--config.num_train_steps=1000", "--config.log_every_steps=1",
+           "--config.batch_size=32"]
+  launcher = subprocess.Popen(["bash", "launch/local_multiprocess.sh", "2", *flags], cwd=ROOT,
+                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+  log0 = workdir / "launch_logs" / "process_0.log"
+  deadline = time.time() + 400
+  while not (log0.exists() and re.search(r"step \d+/1000", log0.read_text())):
+    assert launcher.poll() is None and time.time() < deadline, launcher.communicate()
+    time.sleep(0.2)
+  killed_at = time.time()
+  os.kill(int((workdir / "launch_logs" / "process_1.pid").read_text()), 9)
+  stdout, stderr = launcher.communicate(timeout=120)
+  # The launcher returns once both are gone: the survivor stopped by itself (heartbeat
+  # timeout, --heartbeat_timeout_s=15), long before the launcher's 60 s grace would kill it.
+  assert time.time() - killed_at < 30, (stdout, stderr)
+  assert launcher.returncode == 137
+  assert "process 1 (pid" in stderr and "exited with status 137" in stderr
+  assert "still running" not in stderr
+  summary = stdout[stdout.index("--- summary"):]
+  assert "process 1: exit 137 (killed by signal 9)" in summary
+  assert re.search(r"process 0: exit \d+ \(.*\): .*(another task died|unhealthy)", summary), summary
+  assert "stopped sending heartbeats" in log0.read_text()

@@ -52,7 +52,7 @@ def check_workdir(workdir: str | None, mode: str) -> str:
 def check_config(config, workdir: str, mode: str) -> None:
   """Config vs saved config, devices, processes, augmentation, dataset, model, teacher."""
   try:
-    run_config.check_against_saved(config, workdir)
+    run_config.check_against_saved(config, workdir, log=False)  # the loop logs
   except run_config.ConfigMismatchError as e:
     raise UserError(str(e)) from None
   _check_batches(config)

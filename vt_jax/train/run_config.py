@@ -91,10 +91,11 @@ def saved_config(workdir: str) -> dict | None:
         "Restore it, or use a new --workdir") from None
 
 
-def check_against_saved(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+def check_against_saved(config: ml_collections.ConfigDict, workdir: str,
+                        log: bool = True) -> list[str]:
   """Compares `config` with DIR/config.json; raises ConfigMismatchError or returns notes.
 
-  Returns one line per allowed difference (also logged); [] for a new workdir.
+  Returns one line per allowed difference (logged when `log`); [] for a new workdir.
   """
   saved = saved_config(workdir)
   if saved is None:
@@ -119,7 +120,7 @@ def check_against_saved(config: ml_collections.ConfigDict, workdir: str) -> list
         "this config in a new --workdir, or resume this run by giving back the saved "
         f"values: {overrides}\n(fields that may change on resume: {', '.join(HARMLESS)})")
   notes = [f"{f}: {old[f]!r} -> {new[f]!r}" if f in old and f in new else f for f in allowed]
-  for note in notes:
+  for note in notes if log else ():
     logging.info("config change from the saved run allowed: %s", note)
   return notes
 
