@@ -25,6 +25,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from vt_jax.train import compile_cache
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file FILE[:ARG]; override any field with --config.FIELD=VALUE.",
     lock_config=True)
@@ -103,6 +105,7 @@ def main(argv) -> None:
   config = _CONFIG.value
   validate_config(config)
   _init_distributed()
+  compile_cache.enable()
   # TF (the input pipeline) must never take the accelerator memory JAX uses.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")
