@@ -35,4 +35,4 @@ def test_train_step_benchmark_runs_without_tensorflow():
       "quickstart:width=4", "float32", 8, 32)
   assert run["images_per_sec"] > 0 and run["mfu"] > 0
   # The per-stage breakdown covers every stage of the profile.
-  assert all(any(line.startswith(s) for line in lines) for s in ("stage1", "stage5", "head"))
+  assert all(any(line.strip().startswith(s) for line in lines) for s in ("stage1", "stage5", "head"))

@@ -40,6 +40,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from vt_jax.train import compile_cache
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file FILE[:ARG]; override any field with --config.FIELD=VALUE.",
     lock_config=True)
@@ -183,6 +185,7 @@ def main(argv) -> None:
     validate_config(config)
     workdir = preflight.check_workdir(_WORKDIR.value, _MODE.value)
     _init_distributed()
+    compile_cache.enable()
     # TF (the input pipeline) must never take the accelerator memory JAX uses.
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.config.set_visible_devices([], "GPU")

@@ -44,9 +44,15 @@ INTERPOLATE_SCOPE = "interpolate"
 class GroupedProjection(nn.Module):
   """A grouped 1x1 linear map over the last axis of [batch, n, channels].
 
-  The paper's grouped 1x1 conv, expressed as a kernel-1 Conv over the n axis
-  (flax has no grouped Dense); checks divisibility first so that a bad group
-  count names its config field instead of failing inside flax.
+  The paper's grouped 1x1 conv. Parameters are those of a kernel-1 flax Conv
+  with feature_group_count=groups, in a submodule named `conv` (kernel
+  [1, C/groups, features], bias [features]), so checkpoints and converted
+  weights load unchanged; the map itself is evaluated as one einsum with the
+  groups as a batch dimension. Why not the Conv: XLA's CPU backend runs a
+  grouped convolution about as slowly as the dense one it is `groups` times
+  cheaper than (VT-R50's projector queries cost the same at 16 groups as at 1),
+  while the batched dot does groups-times less work. Same MACs, same result.
+  Checks divisibility first so that a bad group count names its config field.
   """
   features: int
   groups: int
@@ -57,11 +63,33 @@ class GroupedProjection(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
-    if c % self.groups or self.features % self.groups:
-      raise ValueError(f"model.vt.{self.field}={self.groups}: {c} input and {self.features} "
+    g = self.groups
+    if c % g or self.features % g:
+      raise ValueError(f"model.vt.{self.field}={g}: {c} input and {self.features} "
                        f"output channels must both be divisible by it")
-    return nn.Conv(self.features, kernel_size=(1,), feature_group_count=self.groups,
-                   use_bias=self.use_bias, dtype=self.dtype, name="conv")(x)
+    kernel, bias = _GroupedConvParams(c // g, self.features, self.use_bias, name="conv")()
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    # Conv kernel [1, C/g, F]: output channel o of group o // (F/g) reads input channels
+    # of the same group, so [C/g, F] -> [C/g, g, F/g] pairs each group's inputs and outputs.
+    w = kernel[0].reshape(c // g, g, self.features // g)
+    y = jnp.einsum("...gi,igf->...gf", x.reshape(*x.shape[:-1], g, c // g), w)
+    y = y.reshape(*x.shape[:-1], self.features)
+    return y if bias is None else y + bias
+
+
+class _GroupedConvParams(nn.Module):
+  """The kernel and bias of flax's nn.Conv(kernel_size=(1,), feature_group_count=g)."""
+  in_per_group: int
+  features: int
+  use_bias: bool
+
+  @nn.compact
+  def __call__(self):
+    kernel = self.param("kernel", nn.linear.default_kernel_init,
+                        (1, self.in_per_group, self.features), jnp.float32)
+    bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+            if self.use_bias else None)
+    return kernel, bias
 
 
 def projection(features: int, groups: int, dtype: Dtype, name: str,

@@ -1,0 +1,28 @@
+"""The rewritten (faster) forms compute exactly what the plain flax layers compute."""
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from vt_jax.models import vt
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_grouped_projection_is_flax_grouped_conv(use_bias):
+  m = vt.GroupedProjection(96, 4, "query_groups", use_bias=use_bias)
+  ref = nn.Conv(96, kernel_size=(1,), feature_group_count=4, use_bias=use_bias)
+  x = jax.random.normal(jax.random.key(0), (2, 7, 32))
+  params = m.init(jax.random.key(1), x)["params"]
+  # Same tree as the Conv it replaces (checkpoints and converted weights load unchanged).
+  assert jax.tree.map(np.shape, params["conv"]) == jax.tree.map(
+      np.shape, ref.init(jax.random.key(1), x)["params"])
+  # Random values everywhere (a zero bias or a symmetric kernel would hide a layout bug).
+  params = jax.tree.map(lambda a: jax.random.normal(jax.random.key(3), a.shape), params)
+  np.testing.assert_allclose(m.apply({"params": params}, x),
+                             ref.apply({"params": params["conv"]}, x), rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_projection_names_its_field():
+  with pytest.raises(ValueError, match="model.vt.query_groups=5"):
+    vt.GroupedProjection(96, 5, "query_groups").init(jax.random.key(0), np.zeros((1, 2, 30)))

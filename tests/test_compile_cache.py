@@ -1,0 +1,35 @@
+"""The persistent compilation cache writes entries where it is told to, and can be off."""
+
+import os
+import subprocess
+import sys
+
+_SCRIPT = """
+import sys
+from absl import flags
+import jax, jax.numpy as jnp
+from vt_jax.train import compile_cache
+flags.FLAGS(["prog"] + sys.argv[1:])
+print("DIR", compile_cache.enable())
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # cache even tiny programs
+jax.block_until_ready(jax.jit(lambda x: jnp.sin(x) @ x)(jnp.ones((64, 64))))
+"""
+
+
+def _run(*args):
+  out = subprocess.run([sys.executable, "-c", _SCRIPT, *args], capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 0, out.stderr[-2000:]
+  return out.stdout
+
+
+def test_cache_dir_gets_entries(tmp_path):
+  cache = tmp_path / "cache"
+  assert f"DIR {cache}" in _run(f"--compile_cache_dir={cache}")
+  assert any(cache.iterdir()), "no compiled program was written to the cache"
+
+
+def test_nocompile_cache_writes_nothing(tmp_path):
+  cache = tmp_path / "cache"
+  assert "DIR None" in _run(f"--compile_cache_dir={cache}", "--nocompile_cache")
+  assert not cache.exists()

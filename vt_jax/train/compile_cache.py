@@ -1,0 +1,50 @@
+"""JAX's persistent compilation cache, on by default for `python -m vt_jax.main`.
+
+A rerun of the same config (a resume, an eval, the quickstart's second run) then loads the
+compiled train/eval steps from disk instead of recompiling them. The cache is keyed by the
+program, the jax/XLA versions, the flags and the device, so a stale entry is never used.
+
+  --compile_cache_dir=DIR   where (default: $XDG_CACHE_HOME or ~/.cache, then vt_jax/jax_compile)
+  --nocompile_cache         off
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+from absl import logging
+
+_ENABLE = flags.DEFINE_bool("compile_cache", True,
+                            "Keep compiled steps in a persistent cache (--compile_cache_dir).")
+_DIR = flags.DEFINE_string("compile_cache_dir", None,
+                           "Persistent compilation cache directory (default: the user cache "
+                           "dir, ~/.cache/vt_jax/jax_compile).")
+
+
+def default_dir() -> str:
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "vt_jax", "jax_compile")
+
+
+def enable(cache_dir: str | None = None) -> str | None:
+  """Turns the cache on (from the flags when cache_dir is None); returns the dir or None (off).
+
+  Entries are written for programs that took >= 1 s to compile (jax's default threshold):
+  the train and eval steps, not the many small helper computations.
+  """
+  import jax  # pylint: disable=g-import-not-at-top -- main imports jax lazily
+  if cache_dir is None:
+    if not _ENABLE.value:
+      logging.info("persistent compilation cache off (--nocompile_cache)")
+      return None
+    cache_dir = _DIR.value or default_dir()
+  if "://" not in cache_dir:
+    try:
+      os.makedirs(cache_dir, exist_ok=True)
+    except OSError as e:
+      raise OSError(f"--compile_cache_dir={cache_dir!r} cannot be created ({e}); pass a "
+                    "writable directory or --nocompile_cache") from e
+  jax.config.update("jax_compilation_cache_dir", cache_dir)
+  logging.info("persistent compilation cache in %s", cache_dir)
+  return cache_dir
