@@ -6,12 +6,15 @@ so state.step alone resumes the input pipeline exactly.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 from absl import logging
@@ -195,3 +198,100 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, step: int | N
       f"checkpoints, or damaged files):\n  {lines}\n"
       "Run with the config that wrote them, or start over with a new --workdir (or move "
       f"{manager.directory} aside and run the same command again).")
+
+
+# --- Loading a trained model for tools (analysis, distillation teacher) ------------------
+
+
+class LoadedModel(NamedTuple):
+  config: ml_collections.ConfigDict  # the run's config.json
+  model: Any                         # flax module from config.model
+  variables: dict                    # {'params': ..., 'batch_stats': ...} as NumPy arrays
+  step: int                          # the checkpoint's step
+  weights: str                       # 'ema' or 'raw': which weights `variables` holds
+
+
+def _split_step_dir(path: str) -> tuple[str, int | None]:
+  """'DIR/checkpoints/<step>' -> ('DIR', step); anything else -> (path, None)."""
+  path = path.rstrip("/")
+  base, parent = os.path.basename(path), os.path.basename(os.path.dirname(path))
+  if base.isdigit() and parent == "checkpoints":
+    return os.path.dirname(os.path.dirname(path)), int(base)
+  return path, None
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The ConfigDict a run recorded in DIR/config.json (written when training starts)."""
+  path = os.path.join(workdir, "config.json")
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"{path} does not exist: {workdir!r} is not a vt_jax workdir "
+                            "(python -m vt_jax.main --workdir=DIR writes it when training starts)")
+  with tf.io.gfile.GFile(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def load_model(workdir: str, step: int | None = None, ema: bool = True) -> LoadedModel:
+  """Config, model and variables of a trained run: `workdir` or `workdir/checkpoints/<step>`.
+
+  Restores only the weights (not the optimizer state) of the newest checkpoint, or of
+  `step`, as NumPy arrays, whatever devices the run was saved from. `ema=True` gives the EMA
+  weights when the run kept an EMA (config.ema_decay > 0; what the run evaluates as
+  ema_top1), else the raw weights; `.weights` says which, and it is logged.
+  """
+  from vt_jax import models  # pylint: disable=g-import-not-at-top
+  workdir, dir_step = _split_step_dir(workdir)
+  if step is None:
+    step = dir_step
+  elif dir_step is not None and dir_step != step:
+    raise ValueError(f"{workdir}/checkpoints/{dir_step} names step {dir_step} but step={step}")
+  if "://" not in workdir and not os.path.isdir(workdir):
+    raise FileNotFoundError(f"workdir {workdir!r} does not exist")
+  config = read_config(workdir)
+  if "://" not in workdir and not os.path.isdir(checkpoint_dir(workdir)):
+    raise CheckpointError(f"{checkpoint_dir(workdir)} does not exist: the run in {workdir!r} "
+                          "saved no checkpoint yet (train it, or wait for its first save)")
+  # A reader of its own: the 'state' item is read as a plain PyTree (PyTreeCheckpointHandler
+  # reads what StandardSave wrote), which is what gives its metadata and a partial restore.
+  manager = ocp.CheckpointManager(
+      checkpoint_dir(workdir), options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+      item_handlers={"state": ocp.PyTreeCheckpointHandler()})
+  try:
+    steps = sorted(manager.all_steps())
+    if not steps:
+      raise CheckpointError(f"no checkpoint in {checkpoint_dir(workdir)}; train the run first")
+    if step is None:
+      step = steps[-1]
+    elif step not in steps:
+      raise CheckpointError(f"no checkpoint for step {step} in {checkpoint_dir(workdir)}; "
+                            f"available steps: {steps}")
+    use_ema = bool(ema) and float(config.get("ema_decay", 0.0)) > 0
+    keys = ("ema_params", "ema_batch_stats") if use_ema else ("params", "batch_stats")
+    tree = manager.item_metadata(step)["state"]
+    tree = getattr(tree, "tree", tree)
+    missing = [k for k in keys if k not in tree]
+    if missing:
+      raise CheckpointError(f"checkpoint {checkpoint_dir(workdir)}/{step} has no {missing}; "
+                            f"it holds {sorted(tree)}: not a vt_jax training state")
+    # ShapeDtypeStructs without a sharding restore as NumPy arrays: independent of the
+    # device layout the run was saved from. partial_restore reads only these subtrees.
+    target = {k: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree[k])
+              for k in keys}
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(item=target, restore_args=as_numpy,
+                                     partial_restore=True)))["state"]
+  finally:
+    manager.close()
+  variables = {"params": restored[keys[0]], "batch_stats": restored[keys[1]] or {}}
+  weights = "ema" if use_ema else "raw"
+  logging.info("loaded the %s weights of step %d from %s%s", weights, step, workdir,
+               " (the run kept no EMA)" if ema and not use_ema else "")
+  model = models.create_model(config.model)
+  return LoadedModel(config, model, variables, int(step), weights)
+
+
+def load_variables(workdir: str, step: int | None = None, ema: bool = True):
+  """(config, model, variables) of a trained run; see load_model (which also gives the step
+  and whether the weights are the EMA ones)."""
+  loaded = load_model(workdir, step, ema)
+  return loaded.config, loaded.model, loaded.variables

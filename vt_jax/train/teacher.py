@@ -1,42 +1,50 @@
-"""Knowledge-distillation teacher: any model we build, from a config file + a checkpoint."""
+"""Knowledge-distillation teacher: a trained vt_jax run, loaded by checkpoint.load_model."""
 
 from __future__ import annotations
 
-import os
-
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
 
 from vt_jax.config_lib import files as config_files
 from vt_jax.train import checkpoint as ckpt_lib
 from vt_jax.train import sharding as sharding_lib
 
 
+def _diff(a, b, prefix: str) -> list[str]:
+  """Dotted paths whose values differ between two (nested) config dicts."""
+  a, b = dict(a), dict(b)
+  out = []
+  for key in sorted(set(a) | set(b)):
+    va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+    if hasattr(va, "keys") and hasattr(vb, "keys"):
+      out += _diff(va, vb, f"{prefix}.{key}")
+    elif (list(va) if isinstance(va, tuple) else va) != (list(vb) if isinstance(vb, tuple)
+                                                         else vb):
+      out.append(f"{prefix}.{key}: {va!r} in the teacher config, {vb!r} in the run")
+  return out
+
+
 def load_teacher(distill: ml_collections.ConfigDict, mesh):
   """Returns (teacher_model, variables replicated on `mesh`) from config.distill.
 
-  Uses the checkpoint's EMA weights (equal to the raw weights when EMA was off), the
-  weights a vt_jax run evaluates.
+  The weights are the run's EMA ones when it kept an EMA (else its raw ones): the weights a
+  vt_jax run evaluates. `teacher_checkpoint` is the teacher's workdir (newest checkpoint) or
+  its `checkpoints/<step>` directory; the model `teacher_config` describes must be the one
+  that run trained (recorded in its config.json), else this fails naming the fields.
   """
-  from vt_jax import models  # pylint: disable=g-import-not-at-top
-  teacher_config = config_files.load(distill.teacher_config, "config.distill.teacher_config")
-  model = models.create_model(teacher_config.model)
   if not distill.teacher_checkpoint:
     raise ValueError("config.distill.teacher_config is set but config.distill."
                      "teacher_checkpoint is empty; give the teacher's workdir")
-  workdir = distill.teacher_checkpoint
-  if "://" not in workdir and not os.path.isdir(ckpt_lib.checkpoint_dir(workdir)):
-    raise FileNotFoundError(f"config.distill.teacher_checkpoint={workdir!r}: no "
-                            f"{ckpt_lib.checkpoint_dir(workdir)} directory")
-  manager = ckpt_lib.make_manager(workdir, read_only=True)
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"config.distill.teacher_checkpoint={workdir!r} holds no checkpoint")
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  state = restored["state"]
-  get = (lambda k: state[k]) if isinstance(state, dict) else (lambda k: getattr(state, k))
-  variables = {"params": get("ema_params"), "batch_stats": get("ema_batch_stats")}
-  variables = jax.device_put(variables, sharding_lib.replicated(mesh))
-  manager.close()
-  return model, variables
+  teacher_config = config_files.load(distill.teacher_config, "config.distill.teacher_config")
+  try:
+    loaded = ckpt_lib.load_model(distill.teacher_checkpoint, ema=True)
+  except (FileNotFoundError, ckpt_lib.CheckpointError) as e:
+    raise type(e)(f"config.distill.teacher_checkpoint={distill.teacher_checkpoint!r}: {e}") \
+        from e
+  mismatch = _diff(teacher_config.model.to_dict(), loaded.config.model.to_dict(), "model")
+  if mismatch:
+    raise ValueError(f"config.distill.teacher_config={distill.teacher_config!r} does not "
+                     f"describe the model trained in {distill.teacher_checkpoint!r}:\n  " +
+                     "\n  ".join(mismatch))
+  variables = jax.device_put(loaded.variables, sharding_lib.replicated(mesh))
+  return loaded.model, variables
