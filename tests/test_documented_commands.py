@@ -386,6 +386,24 @@ def test_tpu_pod_dry_run_copies_installs_and_runs_on_every_worker(tmp_path):
       "--command=cd ~/vt_jax && ~/vt_venv/bin/python -m vt_jax.main")
 
 
+def test_readme_shows_what_the_tpu_dry_run_prints():
+  """README.md quotes the dry run's output after 'prints (from a checkout in `DIR`):'."""
+  with open(os.path.join(ROOT, "README.md")) as f:
+    readme = f.read()
+  match = re.search(r"```bash\n([^`]*launch/tpu_pod\.sh --dry-run[^`]*)```\s*"
+                    r"prints \(from a checkout in `([^`]+)`\):\s*```bash\n(.*?)```", readme, re.S)
+  assert match, "README.md: the TPU pod section no longer quotes the dry run's output"
+  command, checkout, quoted = match.groups()
+  words = _words(_shell_lines(command)[0])
+  env = dict(w.split("=", 1) for w in words[:2])
+  assert words[2:4] == ["launch/tpu_pod.sh", "--dry-run"], words
+  proc = subprocess.run(["bash", *words[2:]], cwd=ROOT,
+                        env=dict(os.environ, TMPDIR="/tmp", **env), capture_output=True,
+                        text=True, timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.replace(ROOT, checkout) == quoted
+
+
 @pytest.mark.parametrize("script,env,workdir,message", [
     ("launch/tpu_pod.sh", {"TPU": "t", "ZONE": "z"}, "/tmp/r", "must be a gs:// bucket path"),
     ("launch/tpu_pod.sh", {"TPU": "t", "ZONE": "z"}, None, "must be a gs:// bucket path"),
