@@ -23,7 +23,7 @@ def _check_aligned(out):
   image, mask = out['image'].numpy(), out['mask'].numpy()
   padded = mask == IGNORE
   np.testing.assert_allclose(image[padded], np.broadcast_to(
-      segmentation.IMAGENET_MEAN_RGB, image[padded].shape), atol=1e-4)
+      segmentation.IMAGENET_MEAN, image[padded].shape), atol=1e-4)
   # Bilinear resizing blends neighbouring classes; a blend has
   # mean(c**2) > mean(c)**2 (strict convexity), so "pure" pixels -- those
   # interpolated from one class only -- are recognised exactly.

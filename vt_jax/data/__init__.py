@@ -15,6 +15,14 @@ import dataclasses
 from typing import Any
 
 
+class BadExampleError(ValueError):
+  """An example that cannot be used: undecodable, or an invalid label or mask.
+
+  Raised while reading (the input pipeline: the message names dataset, split and example
+  index) and while building a dataset from its source files (names dataset, split and file).
+  """
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
   """What a model and a training loop need to know about a dataset."""
@@ -44,4 +52,4 @@ def num_eval_steps(data_config, global_batch_size: int) -> int:
   return pipeline.num_eval_steps(data_config, global_batch_size)
 
 
-__all__ = ['DatasetInfo', 'get_info', 'make_iterator', 'num_eval_steps']
+__all__ = ['BadExampleError', 'DatasetInfo', 'get_info', 'make_iterator', 'num_eval_steps']

@@ -14,6 +14,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vt_jax.config_lib import data as config_data
 from vt_jax.data import augment as augment_lib
 from vt_jax.data import imagenet
 
@@ -51,8 +52,8 @@ class Processor:
           f'config.data.eval_resize={cfg.eval_resize} is smaller than '
           f'config.data.image_size={cfg.image_size}: the eval centre crop must '
           'fit inside the resized image (ImageNet: 256 and 224).')
-    mean = _field(cfg, 'mean', imagenet.IMAGENET_MEAN)
-    std = _field(cfg, 'std', imagenet.IMAGENET_STD)
+    mean = _field(cfg, 'mean', config_data.IMAGENET_MEAN)
+    std = _field(cfg, 'std', config_data.IMAGENET_STD)
     self.pad_value = tuple(float(m) for m in mean)  # normalises to 0
     self.mean = tf.constant(mean, tf.float32)
     self.std = tf.constant(std, tf.float32)

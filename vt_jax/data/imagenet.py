@@ -14,9 +14,6 @@ import tensorflow as tf
 
 from vt_jax.data import augment as augment_lib
 
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-
 
 def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
   """Any of JPEG/PNG/GIF/BMP -> uint8 [H, W, 3]; raises on undecodable bytes."""

@@ -28,6 +28,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
+from vt_jax.data import BadExampleError
 from vt_jax.data import DatasetInfo
 from vt_jax.data import examples
 from vt_jax.data import source
@@ -38,10 +39,6 @@ except RuntimeError:  # TF already initialised devices: nothing to change.
   pass
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-class BadExampleError(ValueError):
-  """An example that cannot be decoded or carries an invalid label/mask."""
 
 
 class CorruptRecordError(ValueError):

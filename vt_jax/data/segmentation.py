@@ -24,8 +24,8 @@ from typing import Sequence
 
 import tensorflow as tf
 
-# ImageNet RGB mean in 0..255: padding with it gives 0 after normalisation.
-IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+# The default image padding: the ImageNet mean (RGB, 0..255) normalises to 0.
+from vt_jax.config_lib.data import IMAGENET_MEAN
 
 Size = int | Sequence[int]
 
@@ -85,7 +85,7 @@ def _outputs(image, mask, height, width):
 
 def train_preprocess(
     features, *, crop_size: Size, scale_range: tuple[float, float],
-    ignore_label: int, seed, image_pad_value: Sequence[float] = IMAGENET_MEAN_RGB,
+    ignore_label: int, seed, image_pad_value: Sequence[float] = IMAGENET_MEAN,
     flip: bool = True):
   """Random scale, pad, random crop and (if `flip`) horizontal flip of image and mask.
 
@@ -134,7 +134,7 @@ def train_preprocess(
 
 def eval_preprocess(
     features, *, crop_size: Size, ignore_label: int,
-    image_pad_value: Sequence[float] = IMAGENET_MEAN_RGB):
+    image_pad_value: Sequence[float] = IMAGENET_MEAN):
   """Fits the example into crop_size (downscale only, keep aspect), pads the rest.
 
   An example no larger than crop_size is only padded, so its labels are exactly

@@ -17,11 +17,9 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from vt_jax.data import BadExampleError
+
 IGNORE_LABEL = 255  # Mask value of unlabelled pixels in every segmentation builder.
-
-
-class BadExampleError(ValueError):
-  """A source file cannot be used; the message names dataset, split and file."""
 
 
 def check_manual_files(dataset: str, manual_dir: os.PathLike, required: Iterable[str],
