@@ -132,3 +132,21 @@ def test_segmentation_data_with_a_classifier_is_refused_before_any_work():
   main_lib.validate_config(config_files.load(path))  # classification: fine
   with pytest.raises(ValueError, match="config.data.task='segmentation'"):
     main_lib.validate_config(config_files.load(path + ":task=segmentation"))
+
+
+def test_distributed_timeouts_follow_the_installed_jax_signature():
+  import jax  # pylint: disable=g-import-not-at-top
+  # jax 0.10.2's names; the timeouts must reach initialize() (its defaults: 100 s / 300 s).
+  assert main_lib.timeout_kwargs(jax.distributed.initialize, 15, 20) == dict(
+      heartbeat_timeout_seconds=15, shutdown_timeout_seconds=20)
+
+  def other_names(coordinator_address=None, heartbeat_timeout=None, shutdown_timeout=None):
+    del coordinator_address, heartbeat_timeout, shutdown_timeout
+
+  assert main_lib.timeout_kwargs(other_names, 15, 20) == dict(heartbeat_timeout=15,
+                                                              shutdown_timeout=20)
+
+  def neither(coordinator_address=None):
+    del coordinator_address
+
+  assert main_lib.timeout_kwargs(neither, 15, 20) == {}  # and a warning, not a TypeError

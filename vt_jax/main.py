@@ -110,7 +110,7 @@ def validate_config(config) -> None:
   tasks.check_config(config)  # config.task, model and data agree
 
 
-def _timeout_kwargs(initialize) -> dict:
+def timeout_kwargs(initialize, heartbeat_s: int, shutdown_s: int) -> dict:
   """Heartbeat/shutdown timeouts under whatever names this jax's initialize() takes.
 
   jax 0.10.2 calls them heartbeat_timeout_seconds / shutdown_timeout_seconds; other
@@ -119,8 +119,8 @@ def _timeout_kwargs(initialize) -> dict:
   """
   params = inspect.signature(initialize).parameters
   kwargs = {}
-  for names, value in ((("heartbeat_timeout_seconds", "heartbeat_timeout"), _HEARTBEAT.value),
-                       (("shutdown_timeout_seconds", "shutdown_timeout"), _SHUTDOWN.value)):
+  for names, value in ((("heartbeat_timeout_seconds", "heartbeat_timeout"), heartbeat_s),
+                       (("shutdown_timeout_seconds", "shutdown_timeout"), shutdown_s)):
     name = next((n for n in names if n in params), None)
     if name is None:
       logging.warning("jax.distributed.initialize takes none of %s: its default applies "
@@ -138,9 +138,11 @@ def _init_distributed() -> None:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value,
-                               **_timeout_kwargs(jax.distributed.initialize))
+                               **timeout_kwargs(jax.distributed.initialize, _HEARTBEAT.value,
+                                              _SHUTDOWN.value))
   elif _DISTRIBUTED.value == "auto":
-    jax.distributed.initialize(**_timeout_kwargs(jax.distributed.initialize))
+    jax.distributed.initialize(**timeout_kwargs(jax.distributed.initialize, _HEARTBEAT.value,
+                                              _SHUTDOWN.value))
   if jax.process_count() > 1:
     logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())

@@ -40,10 +40,13 @@ def make_manager(workdir: str, config: ml_collections.ConfigDict | None = None,
   if c.keep_best > 0:
     keep.append(policies.BestN(get_metric_fn=lambda m: m["score"], reverse=False,
                                n=int(c.keep_best), keep_checkpoints_without_metrics=False))
+  extra = {}
+  if read_only:  # what orbax would otherwise reset, warning once per field
+    extra = dict(save_interval_steps=0, cleanup_tmp_directories=False)
   options = ocp.CheckpointManagerOptions(
       preservation_policy=policies.AnyPreservationPolicy(keep),
       enable_async_checkpointing=bool(c.async_save),
-      read_only=read_only, create=not read_only)
+      read_only=read_only, create=not read_only, **extra)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
                                item_names=("state",))
 
