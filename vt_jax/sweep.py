@@ -213,9 +213,17 @@ def _run_one(i: int, n: int, name: str, cmd: list[str], workdir: str, env: dict)
     try:
       code = proc.wait()
     except _Stop:
-      # The sweep is being stopped: let the run save its checkpoint and exit.
+      # The sweep is being stopped: let the run save its checkpoint and exit (between two
+      # training steps); a second signal kills it at once.
       proc.send_signal(signal.SIGTERM)
-      proc.wait()
+      print(f"{prefix} stopping: the run saves a checkpoint and exits (signal the sweep "
+            "again to kill it now)", flush=True)
+      while True:
+        try:
+          proc.wait()
+          break
+        except _Stop:
+          proc.kill()
       record.update(status="interrupted", wall_seconds=record["wall_seconds"] + time.time() - t0)
       _write_status(workdir, record)
       print(f"{prefix} interrupted; re-run the sweep to resume it", flush=True)

@@ -1,0 +1,226 @@
+r"""What the tokens learn: attention pictures and figures of a trained VT model.
+
+  python -m vt_jax.analyze --workdir=DIR [--split=test] [--num_images=8] [--out=DIR/analysis]
+      [--step=N] [--ema=false]
+
+Loads the run (its config.json and newest checkpoint, EMA weights when it kept an EMA),
+applies the model to the first `num_images` images of `split` (eval preprocessing) with
+`mutable=['intermediates']`, and reads the attention maps the VT modules sowed:
+
+  OUT/image<i>_<module>.png  per image and VT module: the image (foreground outlined where the
+      data has masks), then one panel per token: its spatial attention over the image (the
+      paper's Fig. 6 top row) and, below, the token-interaction view (the transformer's
+      token-token weights mixing the maps; Fig. 6 bottom row). Each panel is scaled to its own
+      maximum (colour = share of that maximum, transparent where low); the panel title gives
+      the token index and, with masks, the share of its mass on the foreground.
+  OUT/attention_stats.json  per module and token: attention entropy vs log(HW) (uniform
+      attention) and, on data with masks (digit_scenes, LIP, COCO-Stuff), attention mass per
+      foreground pixel / per background pixel; printed as a table too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A vt_jax training workdir (or its "
+                               "checkpoints/<step> directory).")
+_SPLIT = flags.DEFINE_string("split", None, "Split of the run's dataset: its train or eval "
+                             "split's name (default: the eval split, e.g. 'test').")
+_NUM = flags.DEFINE_integer("num_images", 8, "Images to analyse (the split's first ones).")
+_OUT = flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/analysis).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
+_EMA = flags.DEFINE_bool("ema", True, "Use the EMA weights when the run kept an EMA.")
+
+COLUMNS = 8  # token panels per row
+
+
+def _data_config(data_cfg, split: str | None):
+  """The run's data section reading `split` with eval preprocessing (no augmentation)."""
+  cfg = data_cfg.copy_and_resolve_references()
+  if split is not None:
+    known = (data_cfg.train_split, data_cfg.eval_split)
+    if split not in known:
+      raise app.UsageError(f"--split={split!r}: {data_cfg.name!r} in this run reads the splits "
+                           f"{list(known)}")
+    cfg.eval_split = split
+  return cfg
+
+
+def load_images(data_cfg, split: str | None, num: int):
+  """First `num` images of the split as the model sees them, with foreground masks when the
+  dataset has them: (images [n,H,W,3], labels [n], fg [n,H,W] bool | None, valid | None,
+  why_no_masks str)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from vt_jax import attention  # pylint: disable=g-import-not-at-top
+  from vt_jax import data  # pylint: disable=g-import-not-at-top
+  cfg = _data_config(data_cfg, split)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("data", "model"))
+
+  def first_batch(c):
+    batch = jax.device_get(next(iter(data.make_iterator(c, "eval", num, mesh, seed=0))))
+    keep = batch["valid"] > 0
+    return {k: v[keep] for k, v in batch.items()}
+
+  batch = first_batch(cfg)
+  base = cfg.name.split("/")[0]
+  if base not in attention.FOREGROUND:
+    return batch["image"], batch["label"], None, None, f"{cfg.name!r} has no masks"
+  from vt_jax.data.datasets import SEGMENTATION  # pylint: disable=g-import-not-at-top
+  seg = cfg.copy_and_resolve_references()
+  seg.update(task="segmentation", num_classes=SEGMENTATION[base].num_classes,
+             ignore_label=SEGMENTATION[base].ignore_label)
+  masks = first_batch(seg)
+  if masks["image"].shape != batch["image"].shape or not np.allclose(
+      masks["image"], batch["image"], atol=1e-4):
+    return (batch["image"], batch["label"], None, None,
+            f"{cfg.name!r}'s segmentation preprocessing does not give the classifier's "
+            "images, so its masks do not align with them")
+  mask = masks["mask"]
+  valid = mask != seg.ignore_label if seg.ignore_label is not None else np.ones_like(mask, bool)
+  return batch["image"], batch["label"], attention.FOREGROUND[base](mask) & valid, valid, ""
+
+
+def _display(image, data_cfg):
+  """Normalised image -> RGB in [0, 1] for display."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rgb = image * np.asarray(data_cfg.std) + np.asarray(data_cfg.mean)
+  return np.clip(rgb / 255.0, 0.0, 1.0)
+
+
+def _overlay(ax, gray, amap, shape):
+  """Token map [h*w] over the grayscale image, scaled to its own maximum."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from matplotlib import cm  # pylint: disable=g-import-not-at-top
+  hh, ww = gray.shape
+  a = amap.reshape(shape)
+  a = a / max(float(a.max()), 1e-12)
+  up = np.kron(a, np.ones((hh // shape[0], ww // shape[1])))  # each pixel's cell, exactly
+  rgba = cm.inferno(up)
+  rgba[..., 3] = 0.85 * np.sqrt(up)  # transparent where the token does not look
+  ax.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+  ax.imshow(rgba, interpolation="nearest")
+  ax.set_xticks([])
+  ax.set_yticks([])
+
+
+def plot_module(path: str, rgb, fg, maps, index: int, title: str) -> None:
+  """One PNG: the image, then each token's spatial and interaction maps for one module."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from vt_jax import attention  # pylint: disable=g-import-not-at-top
+  gray = rgb.mean(axis=-1)
+  views = [("spatial attention A (where each token reads from)", maps.spatial[index],
+            maps.token_ids)]
+  if maps.interaction is not None:
+    views.append(("token interaction W·A (after the transformer)", maps.interaction[index],
+                  list(range(maps.interaction.shape[-1]))))
+  rows = [math.ceil(len(ids) / COLUMNS) for _, _, ids in views]
+  fig, axes = plt.subplots(sum(rows), COLUMNS + 1, squeeze=False,
+                           figsize=(1.15 * (COLUMNS + 1), 1.3 * sum(rows) + 0.5))
+  fg_frac = None
+  if fg is not None:
+    fg_frac, valid_frac = attention.foreground_fraction(fg[index][None], np.ones_like(
+        fg[index][None]), maps.shape)
+  row = 0
+  for (label, amaps, ids), n_rows in zip(views, rows):
+    for r in range(n_rows):
+      ax = axes[row + r, 0]
+      ax.axis("off")
+      if r == 0:
+        ax.imshow(rgb, interpolation="nearest")
+        if fg is not None:
+          ax.contour(fg[index], levels=[0.5], colors="cyan", linewidths=0.6)
+        ax.set_title(label.split(" (")[0], fontsize=7)
+        ax.axis("on")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for j, token in enumerate(ids):
+      ax = axes[row + j // COLUMNS, 1 + j % COLUMNS]
+      _overlay(ax, gray, amaps[:, j], maps.shape)
+      text = f"t{token}"
+      if fg_frac is not None:
+        text += f"  fg {100 * float(amaps[:, j] @ fg_frac[0]):.0f}%"
+      ax.set_title(text, fontsize=7, pad=2)
+    for j in range(len(ids), n_rows * COLUMNS):
+      axes[row + j // COLUMNS, 1 + j % COLUMNS].axis("off")
+    row += n_rows
+  note = f"\n{maps.note}" if maps.note else ""
+  fig.suptitle(f"{title} — {maps.name} ({maps.shape[0]}x{maps.shape[1]} map){note}",
+               fontsize=8)
+  fig.tight_layout(pad=0.3, h_pad=0.4, w_pad=0.2)
+  fig.savefig(path, dpi=72)
+  plt.close(fig)
+
+
+def analyze(workdir: str, out: str | None = None, split: str | None = None,
+            num_images: int = 8, step: int | None = None, ema: bool = True) -> dict:
+  """Writes the pictures and attention_stats.json; returns the stats."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from vt_jax import attention  # pylint: disable=g-import-not-at-top
+  from vt_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  loaded = ckpt_lib.load_model(workdir, step, ema)
+  config = loaded.config
+  if config.model.name != "vt_resnet":
+    raise app.UsageError(f"{workdir}: model.name={config.model.name!r} has no visual tokens; "
+                         "analyze reads VT models (model.name='vt_resnet')")
+  images, labels, fg, valid, why = load_images(config.data, split, num_images)
+  logits, state = jax.jit(lambda v, x: loaded.model.apply(
+      v, x, train=False, mutable=["intermediates"]))(loaded.variables, images)
+  modules = attention.token_maps(state["intermediates"], images.shape[1:3],
+                                 config.model.vt.tokens)
+  stats = attention.summarise(modules, fg, valid)
+  out = out or os.path.join(workdir, "analysis")
+  os.makedirs(out, exist_ok=True)
+  preds = np.asarray(logits).argmax(-1)
+  name = os.path.basename(os.path.normpath(workdir))
+  for i in range(len(images)):
+    rgb = _display(np.asarray(images[i]), config.data)
+    for m in modules:
+      title = (f"{name}, step {loaded.step} ({loaded.weights} weights), image {i}: "
+               f"label {labels[i]}, predicted {preds[i]}")
+      plot_module(os.path.join(out, f"image{i}_{m.name.replace('/', '_')}.png"), rgb, fg, m,
+                  i, title)
+  result = dict(workdir=workdir, step=loaded.step, weights=loaded.weights,
+                split=split or config.data.eval_split, num_images=int(len(images)),
+                masks=fg is not None, no_masks_reason=why, modules=stats)
+  with open(os.path.join(out, "attention_stats.json"), "w") as f:
+    json.dump(result, f, indent=2)
+  return result
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from vt_jax import attention  # pylint: disable=g-import-not-at-top
+  from vt_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  try:
+    result = analyze(_WORKDIR.value, _OUT.value, _SPLIT.value, _NUM.value, _STEP.value,
+                     _EMA.value)
+  except (FileNotFoundError, ckpt_lib.CheckpointError) as e:
+    print(f"FATAL {e}", file=sys.stderr)
+    sys.exit(1)
+  out = _OUT.value or os.path.join(_WORKDIR.value, "analysis")
+  print(f"{result['workdir']}: step {result['step']}, {result['weights']} weights, "
+        f"{result['num_images']} images of split {result['split']!r}")
+  print(attention.format_table(result["modules"]))
+  if not result["masks"]:
+    print(f"no foreground ratio: {result['no_masks_reason']}")
+  print(f"wrote {out}/attention_stats.json and {result['num_images']} x "
+        f"{len(result['modules'])} PNGs (image<i>_<module>.png)")
+  logging.info("done")
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("workdir")
+  app.run(main)
