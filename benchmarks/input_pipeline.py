@@ -1,6 +1,10 @@
-"""Images/s of the ImageNet train pipeline on generated JPEGs (224 px), per core.
+"""Images/s of the ImageNet train pipeline on generated JPEGs (224 px), per core, against
+what the train step consumes.
 
     python benchmarks/input_pipeline.py [--batches=30] [--batch=64] [--threads=1,2]
+    python benchmarks/train_step.py --json | tail -1 > /tmp/step.json
+    python benchmarks/input_pipeline.py --train_step_json=/tmp/step.json \
+        --target_images_per_sec=3000
 
 Builds the generated dataset `vt_jax_synthetic/bench` (512 JPEGs of ~400x350 px,
 like ImageNet's average) in --data_dir, then times the real train pipeline
@@ -8,9 +12,14 @@ like ImageNet's average) in --data_dir, then times the real train pipeline
 flip, [AutoAugment], normalise, batch) with tf.data's thread pool pinned to each
 --threads value. Prints images/s and images/s per thread: divide your
 accelerator's training images/s by the per-thread figure for the host cores
-one accelerator needs. No JAX hand-off (that is a memcpy, not the bottleneck).
+one accelerator needs; with --train_step_json (the last line of
+`benchmarks/train_step.py --json`) and --target_images_per_sec it prints that
+division for each measured train step and each target rate, with and without
+AutoAugment. No JAX hand-off (that is a memcpy, not the bottleneck).
 """
 
+import json
+import math
 import os
 import tempfile
 import time
@@ -33,6 +42,10 @@ _THREADS = flags.DEFINE_list('threads', [str(os.cpu_count())] if os.cpu_count() 
                              'tf.data private thread-pool sizes to try')
 _AUGMENTS = flags.DEFINE_list('augments', ['none', 'autoaugment'],
                               'config.data.augment values to try')
+_STEP_JSON = flags.DEFINE_string('train_step_json', None, 'a file holding the JSON line '
+                                 'of benchmarks/train_step.py --json (the consumers)')
+_TARGETS = flags.DEFINE_list('target_images_per_sec', [], 'further consumption rates '
+                             '(e.g. an accelerator\'s measured train images/s)')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'where to build the JPEGs '
                                 '(default: a temp dir)')
 
@@ -55,14 +68,29 @@ def main(argv):
   name = f'{synthetic.NAME}/bench'
   tfds.builder(name, data_dir=data_dir).download_and_prepare()
   print(f'{"augment":<12} {"threads":>7} {"images/s":>9} {"per thread":>10}')
+  per_core = {}
   for augment in _AUGMENTS.value:
     cfg = data_configs.imagenet(name=name, data_dir=data_dir, num_classes=10,
                                 train_split='train', eval_split='test',
                                 augment=augment, shuffle_buffer=512)
     for threads in map(int, _THREADS.value):
       rate = _time(cfg, threads, _BATCH.value, _BATCHES.value)
+      per_core[augment] = rate / threads  # at the most threads tried (listed last)
       print(f'{augment:<12} {threads:>7} {rate:>9.1f} {rate / threads:>10.1f}',
             flush=True)
+  consumers = [('target', float(t)) for t in _TARGETS.value]
+  if _STEP_JSON.value:
+    with open(_STEP_JSON.value) as f:
+      runs = json.loads(f.read().strip().splitlines()[-1])['runs']
+    consumers = [(f'{r["model"]} {r["dtype"]} b{r["batch"]}', r['images_per_sec'])
+                 for r in runs] + consumers
+  if consumers:
+    print('\nhost cores that keep each consumer fed (consumer img/s / img/s per core at '
+          f'{_THREADS.value[-1]} threads)')
+    print(f'{"consumer":<28} {"img/s":>9} ' + ' '.join(f'{a:>12}' for a in per_core))
+    for label, rate in consumers:
+      print(f'{label:<28} {rate:>9.1f} ' + ' '.join(
+          f'{math.ceil(rate / pc):>12d}' for pc in per_core.values()))
 
 
 if __name__ == '__main__':

@@ -9,7 +9,8 @@ For each config (a name in configs/, optionally NAME:ARG) and dtype it prints:
   * the real train step (vt_jax.train.steps: forward, backward, optimizer, EMA) on a
     synthetic batch: images/s, achieved FLOP/s (profile MACs x 6 per image: forward 2,
     backward 4), MFU against the peak, compile seconds and XLA's memory estimate
-    (arguments + outputs + temporaries of the compiled step);
+    (arguments + outputs + temporaries of the compiled step), and the process's CPU-seconds
+    per step (all threads: on a shared machine a steadier yardstick than wall-clock);
   * VT vs ResNet of the same depth, same dtype, same run;
   * with --breakdown, a per-stage table: each stage (stem, stages 2-4, stage 5 or the VT
     modules, head) forward+backward alone on its own input, seconds and FLOP/s each, next to
@@ -142,17 +143,18 @@ def bench_step(config, steps: int) -> dict:
   compile_s = time.perf_counter() - start
   state, metrics = compiled(state, data)  # warm-up
   jax.block_until_ready(metrics)
-  times = []
+  times, cpu = [], []
   for _ in range(steps):
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     state, metrics = compiled(state, data)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - cpu_start)
   if not np.isfinite(float(metrics["loss"])):
     raise FloatingPointError(f"{config.model.name}: non-finite loss in the benchmark step")
   step_s = statistics.median(times)
   return dict(images_per_sec=batch / step_s, step_s=step_s, compile_s=compile_s,
-              memory_bytes=memory_bytes(compiled))
+              memory_bytes=memory_bytes(compiled), cpu_s=statistics.median(cpu))
 
 
 def stage_parts(model, config, x_shape) -> list[tuple[str, object, tuple]]:
@@ -244,7 +246,7 @@ def main(argv):
   runs = []
   if _TRAIN_STEP.value:
     print(f"{'model':<12} {'dtype':<9} {'img/s':>9} {'GFLOP/s':>9} {'MFU':>6} "
-          f"{'compile s':>9} {'mem MiB':>8} {'vs ResNet':>9}", flush=True)
+          f"{'compile s':>9} {'mem MiB':>8} {'vs ResNet':>9} {'CPU-s/step':>10}", flush=True)
   for dtype in _DTYPES.value:
     for spec in _CONFIGS.value:
       config = load_config(spec, dtype)
@@ -259,7 +261,7 @@ def main(argv):
         ratio = f"{run['images_per_sec'] / base['images_per_sec']:.2f}x" if base else ""
         print(f"{spec:<12} {dtype:<9} {r['images_per_sec']:>9.2f} {flops / 1e9:>9.1f} "
               f"{flops / peak:>6.1%} {r['compile_s']:>9.1f} {r['memory_bytes'] / 2**20:>8.0f} "
-              f"{ratio:>9}", flush=True)
+              f"{ratio:>9} {r['cpu_s']:>10.2f}", flush=True)
         runs.append(run)
       if _BREAKDOWN.value:
         model = models.create_model(config.model)

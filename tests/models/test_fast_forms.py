@@ -26,3 +26,19 @@ def test_grouped_projection_is_flax_grouped_conv(use_bias):
 def test_grouped_projection_names_its_field():
   with pytest.raises(ValueError, match="model.vt.query_groups=5"):
     vt.GroupedProjection(96, 5, "query_groups").init(jax.random.key(0), np.zeros((1, 2, 30)))
+
+
+@pytest.mark.parametrize("stride,size", [(1, 6), (2, 6), (2, 7)])
+def test_pointwise_conv_is_flax_1x1_conv(stride, size):
+  from vt_jax.models import resnet  # pylint: disable=g-import-not-at-top
+  m = resnet.conv(24, 1, stride, jax.numpy.float32, "conv")
+  init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # resnet.conv's
+  ref = nn.Conv(24, (1, 1), strides=(stride, stride), padding=((0, 0), (0, 0)), use_bias=False,
+                kernel_init=init)
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 16))
+  params = m.init(jax.random.key(1), x)["params"]
+  # Same tree and the same initial values (same name, shape, initializer): runs reproduce.
+  np.testing.assert_array_equal(params["kernel"], ref.init(jax.random.key(1), x)["params"]["kernel"])
+  params = {"kernel": jax.random.normal(jax.random.key(2), params["kernel"].shape)}
+  np.testing.assert_allclose(m.apply({"params": params}, x), ref.apply({"params": params}, x),
+                             rtol=1e-5, atol=1e-5)
