@@ -80,12 +80,17 @@ def test_eta_leaves_out_compilation_eval_and_saves(monkeypatch):
 
 
 def test_second_ctrl_c_aborts_at_once():
-  with control.StopSignals() as signals:
-    signals._on_signal(signal.SIGINT, None)
-    assert signals.signum == signal.SIGINT  # first: stop after this step
-    with pytest.raises(KeyboardInterrupt):
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with control.StopSignals() as signals:
+      assert signal.getsignal(signal.SIGINT) == signals._on_signal
       signals._on_signal(signal.SIGINT, None)
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+      assert signals.signum == signal.SIGINT  # first: stop after this step
+      with pytest.raises(KeyboardInterrupt):
+        signals._on_signal(signal.SIGINT, None)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 def test_skipped_bad_examples_are_counted_in_metrics_and_progress(tmp_path, caplog):
