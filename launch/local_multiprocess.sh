@@ -78,7 +78,8 @@ while :; do
   if [[ -n "$deadline" && $SECONDS -ge $deadline ]]; then
     for i in "${!pids[@]}"; do
       if [[ -z "${statuses[$i]}" ]]; then
-        echo "$0: process $i still running ${GRACE}s after process $first_failed ended: killing it" >&2
+        echo "$0: process $i still running ${GRACE}s after process $first_failed ended:" \
+          "killing it" >&2
         kill -KILL "${pids[$i]}" 2>/dev/null || true
       fi
     done

@@ -201,6 +201,7 @@ def _run(config, workdir: str) -> None:
   """Runs the mode; maps its outcomes to the exit statuses above."""
   from vt_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from vt_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from vt_jax.train import control  # pylint: disable=g-import-not-at-top
   from vt_jax.train import loop  # pylint: disable=g-import-not-at-top
   from vt_jax.train import run_config  # pylint: disable=g-import-not-at-top
   try:
@@ -208,7 +209,7 @@ def _run(config, workdir: str) -> None:
       loop.train_and_evaluate(config, workdir)
     else:
       loop.evaluate_checkpoint(config, workdir, step=_CHECKPOINT_STEP.value)
-  except loop.Preempted:
+  except control.Preempted:
     sys.exit(EXIT_PREEMPTED)  # the loop has saved and printed its summary
   except (pipeline.BadExampleError, pipeline.CorruptRecordError,
           run_config.ConfigMismatchError) as e:

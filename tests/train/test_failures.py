@@ -9,6 +9,7 @@ import pytest
 
 from tests.train import train_fakes
 from vt_jax.config_lib import data as data_configs
+from vt_jax.train import control
 from vt_jax.train import loop
 from vt_jax.train import run_config
 
@@ -59,9 +60,9 @@ def test_a_field_the_saved_config_lacks_is_allowed(tmp_path):
 
 def test_eta_leaves_out_compilation_eval_and_saves(monkeypatch):
   now = [1000.0]
-  monkeypatch.setattr(loop.time, "time", lambda: now[0])
+  monkeypatch.setattr(control.time, "time", lambda: now[0])
   # 100 steps, eval every 50: the first step compiles for 60 s, a step then takes 1 s.
-  progress = loop._Progress(start=0, total=100, batch_size=32, eval_every=50)
+  progress = control.Progress(start=0, total=100, batch_size=32, eval_every=50)
   now[0] += 60.0
   progress.first_step_done(1)
   now[0] += 9.0  # steps 2..10
@@ -79,12 +80,17 @@ def test_eta_leaves_out_compilation_eval_and_saves(monkeypatch):
 
 
 def test_second_ctrl_c_aborts_at_once():
-  with loop._StopSignals() as signals:
-    signals._on_signal(signal.SIGINT, None)
-    assert signals.signum == signal.SIGINT  # first: stop after this step
-    with pytest.raises(KeyboardInterrupt):
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with control.StopSignals() as signals:
+      assert signal.getsignal(signal.SIGINT) == signals._on_signal
       signals._on_signal(signal.SIGINT, None)
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+      assert signals.signum == signal.SIGINT  # first: stop after this step
+      with pytest.raises(KeyboardInterrupt):
+        signals._on_signal(signal.SIGINT, None)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 def test_skipped_bad_examples_are_counted_in_metrics_and_progress(tmp_path, caplog):

@@ -12,6 +12,7 @@ import pytest
 
 from tests.train import train_fakes
 from vt_jax.train import checkpoint as ckpt_lib
+from vt_jax.train import control
 from vt_jax.train import loop
 from vt_jax.train import sharding as sharding_lib
 
@@ -125,7 +126,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
   config = train_fakes.tiny_config()
   config.data.sigterm_at_step = 3  # the signal arrives while step 4's batch is fetched
   workdir = str(tmp_path / "term")
-  with pytest.raises(loop.Preempted, match="preempted at step 4 of 6"):
+  with pytest.raises(control.Preempted, match="preempted at step 4 of 6"):
     loop.train_and_evaluate(config, workdir, datasets=train_fakes.FakeData)
   assert ckpt_lib.make_manager(workdir, config).latest_step() == 4
   assert max(r["step"] for r in _records(workdir)) == 4

@@ -14,6 +14,7 @@ import tensorflow as tf
 from absl import logging
 
 from vt_jax.train import checkpoint as ckpt_lib
+from vt_jax.train import control
 from vt_jax.train import optim
 from vt_jax.train import run_config
 from vt_jax.train import sharding as sharding_lib
@@ -87,117 +88,13 @@ class _Setup:
     return self.task.score(eval_metrics)
 
 
-def _fmt_time(seconds: float) -> str:
-  seconds = int(max(0, seconds))
-  return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
-
-
-def _fmt_metrics(metrics: dict) -> str:
-  return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-
-
-class Preempted(Exception):  # noqa: N818 -- an outcome, not an error
-  """Training stopped on SIGTERM or a first Ctrl-C after saving a checkpoint at `step`."""
-
-  def __init__(self, step: int, total: int, workdir: str, signal_name: str):
-    super().__init__(f"{signal_name}: preempted at step {step} of {total}; checkpoint saved "
-                     f"in {workdir}; resume with the same command")
-    self.step, self.total, self.workdir, self.signal_name = step, total, workdir, signal_name
-
-
-class _StopSignals:
-  """SIGTERM and the first Ctrl-C ask the loop to save and stop at the next step boundary;
-  a second Ctrl-C aborts at once (KeyboardInterrupt).
-
-  Several processes must agree on the step at which they stop, which orbax's preemption
-  sync point (jax.distributed's preemption service, SIGTERM) gives: with more than one
-  process Ctrl-C keeps Python's default (abort), since the others would not see it.
-  """
-
-  def __init__(self):
-    self.signum = None
-    self._previous = {}
-
-  def _on_signal(self, signum, frame):  # pylint: disable=unused-argument
-    if signum == signal.SIGINT and self.signum == signal.SIGINT:
-      signal.signal(signal.SIGINT, signal.default_int_handler)
-      raise KeyboardInterrupt("second Ctrl-C: aborted without saving")
-    if self.signum is None:
-      self.signum = signum
-      logging.warning("%s received: saving a checkpoint after this step, then exiting%s",
-                      signal.Signals(signum).name,
-                      " (Ctrl-C again aborts without saving)" if signum == signal.SIGINT else "")
-
-  def __enter__(self):
-    signums = [signal.SIGTERM] + ([signal.SIGINT] if jax.process_count() == 1 else [])
-    for signum in signums:
-      try:
-        self._previous[signum] = signal.signal(signum, self._on_signal)
-      except ValueError:  # not the main thread (e.g. inside some test runners)
-        pass
-    return self
-
-  def __exit__(self, *exc):
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
-
-  def stopping(self, manager, step: int) -> bool:
-    if jax.process_count() == 1:
-      return self.signum is not None
-    return manager.reached_preemption(step)
-
-
-class _Progress:
-  """Progress lines: img/s and ETA from steady-state step time.
-
-  The first step (compilation) and the time spent in eval and checkpoint saves are left out
-  of the step time; the ETA adds the remaining evals at the last eval's duration.
-  """
-
-  def __init__(self, start: int, total: int, batch_size: int, eval_every: int):
-    self.start, self.total, self.batch, self.eval_every = start, total, batch_size, eval_every
-    self.t_start = time.time()
-    self.t_steady = None      # wall time when the first (compiling) step had finished
-    self.steady_step = None
-    self.excluded = 0.0       # eval/save seconds since t_steady
-    self.last_eval_seconds = None
-    self.t_last, self.step_last, self.excluded_last = None, None, 0.0
-
-  def first_step_done(self, step: int) -> None:
-    self.t_steady, self.steady_step = time.time(), step
-    self.t_last, self.step_last, self.excluded_last = self.t_steady, step, 0.0
-
-  def exclude(self, seconds: float, eval_seconds: float | None = None) -> None:
-    if self.t_steady is not None:
-      self.excluded += seconds
-    if eval_seconds is not None:
-      self.last_eval_seconds = eval_seconds
-
-  def rates(self, step: int) -> tuple[float | None, float | None]:
-    """(images/s since the previous call, ETA seconds), None while not yet measured."""
-    now = time.time()
-    rate = eta = None
-    if self.t_steady is not None and step > self.step_last:
-      busy = now - self.t_last - (self.excluded - self.excluded_last)
-      rate = (step - self.step_last) * self.batch / max(busy, 1e-9)
-    if self.t_steady is not None and step > self.steady_step:
-      per_step = (now - self.t_steady - self.excluded) / (step - self.steady_step)
-      # evals still to run: at multiples of eval_every, and at the last step
-      evals_left = self.total // self.eval_every - step // self.eval_every + (
-          1 if self.total % self.eval_every and step < self.total else 0)
-      eta = (self.total - step) * per_step + evals_left * (self.last_eval_seconds or 0.0)
-    if self.t_steady is not None:
-      self.t_last, self.step_last, self.excluded_last = now, step, self.excluded
-    return rate, eta
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datasets=None,
                        devices=None) -> dict:
   """Trains (resuming from workdir's latest readable checkpoint) and evaluates.
 
   datasets: a module-like object with get_info / make_iterator (default vt_jax.data).
   Returns the final evaluation's metrics. Raises run_config.ConfigMismatchError before
-  writing anything when workdir holds a run with an incompatible config, and Preempted
+  writing anything when workdir holds a run with an incompatible config, and control.Preempted
   after saving when SIGTERM or a first Ctrl-C stopped the run.
   """
   run_config.check_against_saved(config, workdir)
@@ -231,7 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
   it = s.data.make_iterator(config.data, split="train", global_batch_size=config.batch_size,
                             mesh=s.mesh, seed=config.seed, start_step=start)
   pending = []  # (step, metrics on device) not yet fetched: fetching every step would sync
-  progress = _Progress(start, total, config.batch_size, eval_every)
+  progress = control.Progress(start, total, config.batch_size, eval_every)
   skipped = {"seen": 0, "total": 0}  # bad examples skipped by the data pipeline
   eval_metrics = None
   step = start
@@ -268,12 +165,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
     logging.info("step %d/%d  epoch %.2f  loss %.4f  %s %.3f  lr %.4g  %s img/s  "
                  "elapsed %s  ETA %s%s", last_step, total, last_step / s.spe, mean["loss"],
                  metric, mean[metric], mean["lr"], "--" if rate is None else f"{rate:.0f}",
-                 _fmt_time(time.time() - progress.t_start),
-                 "--" if eta is None else _fmt_time(eta),
+                 control.fmt_time(time.time() - progress.t_start),
+                 "--" if eta is None else control.fmt_time(eta),
                  f"  skipped {skipped['total']} bad examples" if skipped["total"] else "")
     pending.clear()
 
-  with _StopSignals() as signals:
+  with control.StopSignals() as signals:
     for step in range(start, total):
       batch = next(it)
       state, metrics = train_step(state, batch)
@@ -295,7 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
         eval_metrics = s.evaluate(state)
         eval_seconds = time.time() - t0
         writers["eval"].write_scalars(done, dict(eval_metrics, epoch=done / s.spe))
-        logging.info("eval at step %d: %s", done, _fmt_metrics(eval_metrics))
+        logging.info("eval at step %d: %s", done, control.fmt_metrics(eval_metrics))
         score = s.score(eval_metrics)
       if do_save:
         ckpt_lib.save(s.manager, state, score)
@@ -317,13 +214,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
   summary = dict(step=step, total_steps=total, minutes=elapsed / 60,
                  skipped_examples=skipped["total"], **(eval_metrics or {}))
   if stopped_by is not None:
-    preempted = Preempted(step, total, workdir, stopped_by)
-    logging.warning("summary: %s (%s)", preempted, _fmt_time(elapsed))
+    preempted = control.Preempted(step, total, workdir, stopped_by)
+    logging.warning("summary: %s (%s)", preempted, control.fmt_time(elapsed))
     print("PREEMPTED " + json.dumps(summary), flush=True)
     raise preempted
   if eval_metrics is not None:
-    logging.info("summary: %d steps in %s; eval %s", step, _fmt_time(elapsed),
-                 _fmt_metrics(eval_metrics))
+    logging.info("summary: %d steps in %s; eval %s", step, control.fmt_time(elapsed),
+                 control.fmt_metrics(eval_metrics))
     print("FINAL " + json.dumps(summary), flush=True)
   return eval_metrics or {}
 
@@ -344,7 +241,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, step
   result = s.evaluate(state)
   result["step"] = restored_step
   logging.info("eval of step %d: %s", restored_step,
-               _fmt_metrics({k: v for k, v in result.items() if k != "step"}))
+               control.fmt_metrics({k: v for k, v in result.items() if k != "step"}))
   print("EVAL " + json.dumps(result), flush=True)
   if jax.process_index() == 0:
     path = os.path.join(workdir, f"eval_step_{restored_step}.json")
