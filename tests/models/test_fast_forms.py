@@ -42,3 +42,15 @@ def test_pointwise_conv_is_flax_1x1_conv(stride, size):
   params = {"kernel": jax.random.normal(jax.random.key(2), params["kernel"].shape)}
   np.testing.assert_allclose(m.apply({"params": params}, x), ref.apply({"params": params}, x),
                              rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_stem_max_pool_matches_flax_value_and_gradient(size):
+  from vt_jax.models import resnet  # pylint: disable=g-import-not-at-top
+  ref = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+  # Small integers: many ties inside windows, where the gradient rule matters (first max).
+  x = jax.random.randint(jax.random.key(0), (2, size, size, 3), -3, 4).astype(np.float32)
+  np.testing.assert_array_equal(resnet.max_pool_3x3_s2(x), ref(x))
+  g = jax.random.normal(jax.random.key(1), ref(x).shape)
+  grad = lambda f: jax.grad(lambda x: jax.numpy.sum(f(x) * g))(x)
+  np.testing.assert_allclose(grad(resnet.max_pool_3x3_s2), grad(ref), rtol=1e-6, atol=1e-6)

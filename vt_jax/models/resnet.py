@@ -142,6 +142,60 @@ class Bottleneck(nn.Module):
     return nn.relu(x + StochasticDepth(self.survival)(y, train))
 
 
+def _pool_windows(x: jax.Array) -> tuple[list[jax.Array], int, int]:
+  """The 9 strided views of a 3x3 / stride 2 / padding 1 max-pool's windows, row-major."""
+  _, h, w, _ = x.shape
+  ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+  views = [xp[:, i:i + 2 * ho - 1:2, j:j + 2 * wo - 1:2] for i in range(3) for j in range(3)]
+  return views, ho, wo
+
+
+@jax.custom_vjp
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+  """nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))), same gradient.
+
+  Why hand-written: XLA's CPU backend runs the max-pool gradient (select_and_scatter) ~4x
+  slower than this (ResNet stem, batch 32: 0.79 vs 0.19 CPU-s). The gradient goes to the
+  first maximum of each window in row-major order, as select_and_scatter's (and PyTorch's)
+  does; jnp.maximum's own gradient would split ties instead.
+  [B, H, W, C] -> [B, ceil(H/2), ceil(W/2), C]
+  """
+  views, _, _ = _pool_windows(x)
+  out = views[0]
+  for v in views[1:]:
+    out = jnp.maximum(out, v)
+  return out
+
+
+def _max_pool_fwd(x):
+  views, _, _ = _pool_windows(x)
+  out = views[0]
+  for v in views[1:]:
+    out = jnp.maximum(out, v)
+  first = jnp.full(out.shape, 8, jnp.int8)  # which window offset holds the first maximum
+  for k in range(7, -1, -1):
+    first = jnp.where(views[k] == out, jnp.int8(k), first)
+  return out, (first, x.shape)
+
+
+def _max_pool_bwd(residuals, g):
+  first, (b, h, w, c) = residuals
+  ho, wo = g.shape[1:3]
+  grad = jnp.zeros((b, h + 2, w + 2, c), g.dtype)
+  zero = jnp.zeros((), g.dtype)
+  for k in range(9):
+    i, j = divmod(k, 3)
+    # Scatter window offset (i, j)'s share back to the padded input's strided positions.
+    grad = grad + jax.lax.pad(jnp.where(first == k, g, zero), zero,
+                              ((0, 0, 0), (i, h + 2 - i - (2 * ho - 1), 1),
+                               (j, w + 2 - j - (2 * wo - 1), 1), (0, 0, 0)))
+  return (grad[:, 1:h + 1, 1:w + 1],)
+
+
+max_pool_3x3_s2.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
 class Stem(nn.Module):
   """stage1: 7x7/2 conv + BN + ReLU + 3x3/2 max-pool, or the small-image 3x3/1 stem."""
   width: int
@@ -155,7 +209,7 @@ class Stem(nn.Module):
       return nn.relu(batch_norm(train, self.dtype, "bn1")(x))
     x = conv(self.width, 7, 2, self.dtype, "conv1")(x)
     x = nn.relu(batch_norm(train, self.dtype, "bn1")(x))
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    return max_pool_3x3_s2(x)
 
 
 class ResNetStage(nn.Module):
