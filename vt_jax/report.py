@@ -180,16 +180,18 @@ def plot(rows, metric: str, path: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6.4, 4.2))
-  for r in rows:
+  fig, ax = plt.subplots(figsize=(8.0, 4.2))
+  colours = plt.get_cmap("tab20").colors
+  for i, r in enumerate(rows):
     if metric not in r:
       continue
     mean, std = r[metric]
     vt = r["model"].startswith("vt")
+    # Variants often share a MAC count: one colour and legend entry each, no inline labels.
     ax.errorbar(r["macs"] / 1e6, 100 * mean, yerr=None if math.isnan(std) else 100 * std,
-                fmt="o" if vt else "s", color="C0" if vt else "C3", capsize=3, ms=5)
-    ax.annotate(r["group"], (r["macs"] / 1e6, 100 * mean), textcoords="offset points",
-                xytext=(4, 3), fontsize=7)
+                fmt="o" if vt else "s", color=colours[i % len(colours)], capsize=3, ms=6,
+                label=f"{r['group']} (n={r['runs']})")
+  ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
   ax.set_xlabel("MMACs per image")
   ax.set_ylabel(f"{metric} (%), mean ± std over seeds")
   ax.set_title("accuracy vs MACs (circles: VT-ResNet, squares: ResNet)", fontsize=9)

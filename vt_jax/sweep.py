@@ -192,6 +192,11 @@ def _run_one(i: int, n: int, name: str, cmd: list[str], workdir: str, env: dict)
         f"{workdir} to rerun it)")
     print(f"{prefix} done earlier, skipped{note}", flush=True)
     return "skipped"
+  if status and status.get("status") == "running":
+    # A run whose sweep was killed gets SIGTERM and saves before exiting: give it time.
+    deadline = time.time() + 60
+    while _pid_alive(status.get("pid")) and time.time() < deadline:
+      time.sleep(1)
   if status and status.get("status") == "running" and _pid_alive(status.get("pid")):
     raise _Stop(f"{prefix} process {status['pid']} is still training {workdir} (another "
                 "sweep?); stop it first")
