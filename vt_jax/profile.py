@@ -243,11 +243,42 @@ def paper_table(config_dir: str = "configs", resolution: int = 224) -> str:
   return "\n".join(rows)
 
 
+# Tables 9 (COCO-stuff, 800x1216) and 10 (LIP, 473x473): (total GMACs, FPN GMACs, mIoU).
+PAPER_SEGMENTATION = {
+    ("fpn", "cocostuff", 50): (159, 55.1, 40.78), ("vt_fpn", "cocostuff", 50): (113, 8.5, 41.00),
+    ("fpn", "cocostuff", 101): (231, 55.1, 41.51),
+    ("vt_fpn", "cocostuff", 101): (185, 8.5, 41.50),
+    ("fpn", "lip", 50): (37.1, 12.8, 47.04), ("vt_fpn", "lip", 50): (26.4, 2.0, 47.39),
+    ("fpn", "lip", 101): (54.4, 12.8, 47.35), ("vt_fpn", "lip", 101): (43.6, 2.0, 47.58),
+}
+SEGMENTATION_RESOLUTION = {"cocostuff": (800, 1216), "lip": (473, 473)}
+
+
+def segmentation_table(config_dir: str = "configs") -> str:
+  """Markdown table: Tables 9-10 (total and FPN-module GMACs) vs vt_jax's traced counts."""
+  import os  # pylint: disable=g-import-not-at-top
+  from vt_jax.config_lib import files as config_files  # pylint: disable=g-import-not-at-top
+  rows = ["| config | input | paper GMACs | vt_jax GMACs | diff | paper FPN GMACs | "
+          "vt_jax FPN GMACs | diff | paper mIoU |", "|---|---|---|---|---|---|---|---|---|"]
+  for (name, dataset, depth), (total, fpn, miou) in PAPER_SEGMENTATION.items():
+    path = os.path.join(config_dir, f"{name}_r50_{dataset}.py")
+    spec = path if depth == 50 else f"{path}:depth={depth}"
+    res = SEGMENTATION_RESOLUTION[dataset]
+    r = profile(config_files.load(spec).model, res)
+    got_total, got_fpn = r["macs"] / 1e9, r["stages"]["fpn"]["macs"] / 1e9
+    rows.append(f"| {os.path.basename(spec)} | {res[0]}x{res[1]} | {total} | {got_total:.1f} | "
+                f"{(got_total / total - 1) * 100:+.1f}% | {fpn} | {got_fpn:.2f} | "
+                f"{(got_fpn / fpn - 1) * 100:+.1f}% | {miou:.2f} |")
+  return "\n".join(rows)
+
+
 def main(argv):
   del argv
   from absl import flags
   if flags.FLAGS.paper_table:
     print(paper_table(resolution=int(flags.FLAGS.resolution)))
+    print()
+    print(segmentation_table())
     return
   cfg = flags.FLAGS.config
   if cfg is None:
@@ -271,5 +302,6 @@ if __name__ == "__main__":
                       "Input size in pixels: SIZE (square) or HEIGHTxWIDTH, e.g. 800x1216.")
   flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
   flags.DEFINE_bool("paper_table", False,
-                    "Print the README's paper-vs-vt_jax markdown table (all model configs).")
+                    "Print the README's paper-vs-vt_jax markdown tables (all model configs; "
+                    "segmentation at Tables 9-10's input sizes).")
   app.run(main)

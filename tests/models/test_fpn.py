@@ -1,0 +1,96 @@
+"""FPN / VT-FPN: shapes at any input size, costs on Tables 9-10, traced == analytic."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vt_jax import analytic, models, profile
+from vt_jax.config_lib import models as model_configs
+
+
+def _tiny(name, **kw):
+  small = dict(width=8, small_image_stem=True, fpn_channels=16, head_channels=16,
+               head_norm_groups=4)
+  small.update(kw)
+  if name == "fpn":
+    return model_configs.fpn(18, 11, **small)
+  return model_configs.vt_fpn(18, 11, **small, vt=dict(tokens=4, token_channels=32, heads=4,
+                                                       projector_heads=4))
+
+
+@pytest.mark.parametrize("name", ["fpn", "vt_fpn"])
+def test_paper_size_models_give_logits_at_473x473(name):
+  cfg = getattr(model_configs, name)(50, 20)
+  model = models.create_model(cfg)
+  images = jax.ShapeDtypeStruct((2, 473, 473, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
+  logits = jax.eval_shape(lambda v, x: model.apply(v, x), variables, images)
+  assert logits.shape == (2, 473, 473, 20) and logits.dtype == jnp.float32
+  # The backbone subtree has a classifier's names, so ImageNet weights load by path.
+  assert set(variables["params"]) == {"backbone", "fpn", "head"}
+  assert set(variables["params"]["backbone"]) == {f"stage{i}" for i in range(1, 6)}
+
+
+@pytest.mark.parametrize("name", ["fpn", "vt_fpn"])
+@pytest.mark.parametrize("hw", [(37, 45), (32, 32)])
+def test_small_variants_run_at_odd_sizes_and_depend_on_the_image(name, hw):
+  model = models.create_model(_tiny(name))
+  x = jax.random.normal(jax.random.key(1), (2, *hw, 3))
+  variables = jax.jit(model.init)(jax.random.key(0), x)
+  apply = jax.jit(model.apply)
+  out = apply(variables, x)
+  assert out.shape == (2, *hw, 11)
+  assert np.all(np.isfinite(np.asarray(out)))
+  # Per-image: changing one image leaves the other's logits alone, and changes its own.
+  x2 = x.at[1].set(-x[1])
+  out2 = apply(variables, x2)
+  np.testing.assert_allclose(out2[0], out[0], rtol=1e-5, atol=1e-7)
+  assert not np.allclose(out2[1], out[1])
+
+
+# Tables 9 (COCO-stuff, 800x1216) and 10 (LIP, 473x473): GMACs of the FPN module and of the
+# whole model, each to be met within +-10%.
+TARGETS = [
+    ("fpn", 50, 171, (800, 1216), 55.1, 159), ("vt_fpn", 50, 171, (800, 1216), 8.5, 113),
+    ("fpn", 101, 171, (800, 1216), 55.1, 231), ("vt_fpn", 101, 171, (800, 1216), 8.5, 185),
+    ("fpn", 50, 20, (473, 473), 12.8, 37.1), ("vt_fpn", 50, 20, (473, 473), 2.0, 26.4),
+    ("fpn", 101, 20, (473, 473), 12.8, 54.4), ("vt_fpn", 101, 20, (473, 473), 2.0, 43.6),
+]
+
+
+@pytest.mark.parametrize("name,depth,classes,res,fpn_g,total_g", TARGETS)
+def test_costs_land_on_tables_9_and_10(name, depth, classes, res, fpn_g, total_g):
+  # analytic.count equals the traced profile exactly (next test), and is instant.
+  r = analytic.count(getattr(model_configs, name)(depth, classes), res)
+  assert abs(r["stages"]["fpn"]["macs"] / 1e9 / fpn_g - 1) <= 0.10, r["stages"]["fpn"]
+  assert abs(r["macs"] / 1e9 / total_g - 1) <= 0.10, r["macs"]
+
+
+def test_detectron2_fpn_mac_split_at_800x1216():
+  """Laterals 7.47 G + output convs 47.63 G = Table 9's 55.10 G (biases are no MACs)."""
+  cfg = model_configs.fpn(50, 171)
+  model = models.create_model(cfg)
+  variables = profile.abstract_variables(model, (800, 1216))
+  macs = profile.count_macs(model, variables, (800, 1216))
+  assert macs["fpn"] == 7_471_104_000 + 47_628_288_000
+
+
+@pytest.mark.parametrize("cfg,res", [
+    (model_configs.fpn(50, 20), 473), (model_configs.vt_fpn(50, 20), 473),
+    (model_configs.vt_fpn(18, 11, vt=dict(variant="v1", tokens=4, token_channels=64)), 97),
+    (_tiny("fpn"), (40, 56)), (_tiny("vt_fpn", width=16), 64)])
+def test_traced_and_analytic_counts_agree_exactly(cfg, res):
+  traced = profile.profile(cfg, res)
+  closed = analytic.count(cfg, res)
+  assert traced["stages"] == closed["stages"]
+  assert list(traced["stages"]) == ["stage1", "stage2", "stage3", "stage4", "stage5", "fpn",
+                                    "head"]
+
+
+def test_vt_fpn_backbone_and_head_equal_fpn():
+  fpn = analytic.count(model_configs.fpn(50, 20), 473)["stages"]
+  vt = analytic.count(model_configs.vt_fpn(50, 20), 473)["stages"]
+  for s in ("stage1", "stage2", "stage3", "stage4", "stage5", "head"):
+    assert fpn[s] == vt[s]
+  assert fpn["fpn"]["macs"] / vt["fpn"]["macs"] > 5  # the paper: 6.5x fewer
