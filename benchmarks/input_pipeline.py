@@ -10,8 +10,9 @@ Builds the generated dataset `vt_jax_synthetic/bench` (512 JPEGs of ~400x350 px,
 like ImageNet's average) in --data_dir, then times the real train pipeline
 (`vt_jax.data.pipeline.build_dataset`: read, shuffle, decode+Inception crop,
 flip, [AutoAugment], normalise, batch) with tf.data's thread pool pinned to each
---threads value. Prints images/s and images/s per thread: divide your
-accelerator's training images/s by the per-thread figure for the host cores
+--threads value. Prints images/s, images/s per thread and images per CPU-second
+(all threads; the per-core rate, steady even on a shared machine): divide your
+accelerator's training images/s by the per-CPU-second figure for the host cores
 one accelerator needs; with --train_step_json (the last line of
 `benchmarks/train_step.py --json`) and --target_images_per_sec it prints that
 division for each measured train step and each target rate, with and without
@@ -56,10 +57,11 @@ def _time(cfg, threads: int, batch: int, batches: int) -> float:
   it = ds.as_numpy_iterator()
   for _ in range(3):  # warm-up: graph tracing, thread start, shuffle fill
     next(it)
-  start = time.perf_counter()
+  start, cpu_start = time.perf_counter(), time.process_time()
   for _ in range(batches):
     next(it)
-  return batches * batch / (time.perf_counter() - start)
+  images = batches * batch
+  return images / (time.perf_counter() - start), images / (time.process_time() - cpu_start)
 
 
 def main(argv):
@@ -67,17 +69,19 @@ def main(argv):
   data_dir = _DATA_DIR.value or tempfile.mkdtemp(prefix='vt_jax_bench_')
   name = f'{synthetic.NAME}/bench'
   tfds.builder(name, data_dir=data_dir).download_and_prepare()
-  print(f'{"augment":<12} {"threads":>7} {"images/s":>9} {"per thread":>10}')
+  # images per CPU-second (all threads): the per-core rate even on a loaded machine.
+  print(f'{"augment":<12} {"threads":>7} {"images/s":>9} {"per thread":>10} '
+        f'{"per CPU-s":>10}')
   per_core = {}
   for augment in _AUGMENTS.value:
     cfg = data_configs.imagenet(name=name, data_dir=data_dir, num_classes=10,
                                 train_split='train', eval_split='test',
                                 augment=augment, shuffle_buffer=512)
     for threads in map(int, _THREADS.value):
-      rate = _time(cfg, threads, _BATCH.value, _BATCHES.value)
-      per_core[augment] = rate / threads  # at the most threads tried (listed last)
-      print(f'{augment:<12} {threads:>7} {rate:>9.1f} {rate / threads:>10.1f}',
-            flush=True)
+      rate, per_cpu_s = _time(cfg, threads, _BATCH.value, _BATCHES.value)
+      per_core[augment] = per_cpu_s  # at the most threads tried (listed last)
+      print(f'{augment:<12} {threads:>7} {rate:>9.1f} {rate / threads:>10.1f} '
+            f'{per_cpu_s:>10.1f}', flush=True)
   consumers = [('target', float(t)) for t in _TARGETS.value]
   if _STEP_JSON.value:
     with open(_STEP_JSON.value) as f:
@@ -85,8 +89,8 @@ def main(argv):
     consumers = [(f'{r["model"]} {r["dtype"]} b{r["batch"]}', r['images_per_sec'])
                  for r in runs] + consumers
   if consumers:
-    print('\nhost cores that keep each consumer fed (consumer img/s / img/s per core at '
-          f'{_THREADS.value[-1]} threads)')
+    print('\nhost cores that keep each consumer fed (consumer img/s / images per CPU-second '
+          f'at {_THREADS.value[-1]} threads)')
     print(f'{"consumer":<28} {"img/s":>9} ' + ' '.join(f'{a:>12}' for a in per_core))
     for label, rate in consumers:
       print(f'{label:<28} {rate:>9.1f} ' + ' '.join(
