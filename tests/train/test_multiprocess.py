@@ -47,3 +47,33 @@ def test_two_process_run_matches_single_process_eval_of_its_checkpoint(tmp_path)
   assert final["step"] == 4
   assert final["top1"] == pytest.approx(distributed_eval["top1"], abs=1e-9)
   assert final["loss"] == pytest.approx(distributed_eval["loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_segmentation_miou_over_two_processes_equals_one_process(tmp_path):
+  """The confusion matrix is summed over both hosts: the same mIoU and per-class IoU as one
+  process evaluating the same checkpoint (integer counts: exactly equal)."""
+  workdir = tmp_path / "seg"
+  env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()),
+             LOGDIR=str(tmp_path / "logs"), PYTHONPATH=ROOT)
+  env.pop("XLA_FLAGS", None)
+  flags = [f"--workdir={workdir}", "--config=configs/quickstart_seg.py",
+           "--config.num_train_steps=2", "--config.log_every_steps=2"]
+  proc = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", *flags], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=900)
+  logs = {p: (tmp_path / "logs" / p).read_text()[-2000:] for p in os.listdir(tmp_path / "logs")}
+  assert proc.returncode == 0, logs
+  distributed = [json.loads(line) for line in open(workdir / "metrics.jsonl")][-1]
+  assert distributed["split"] == "eval" and "miou" in distributed
+  assert (workdir / "pictures" / "eval_2.png").exists()  # process 0 drew it
+  single = subprocess.run([sys.executable, "-m", "vt_jax.main", "--mode=eval", *flags],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                          capture_output=True, text=True, timeout=900)
+  assert single.returncode == 0, single.stderr[-3000:]
+  lines = [l for l in single.stdout.splitlines() if l.startswith("EVAL ")]
+  final = json.loads(lines[-1][len("EVAL "):])
+  for key, value in distributed.items():
+    if key == "miou" or key == "pixel_acc" or key.startswith("iou/"):
+      assert final[key] == pytest.approx(value, abs=1e-12), key
+  assert {k for k in final if k.startswith("iou/")} == {
+      k for k in distributed if k.startswith("iou/")}
