@@ -94,3 +94,21 @@ def test_vt_fpn_backbone_and_head_equal_fpn():
   for s in ("stage1", "stage2", "stage3", "stage4", "stage5", "head"):
     assert fpn[s] == vt[s]
   assert fpn["fpn"]["macs"] / vt["fpn"]["macs"] > 5  # the paper: 6.5x fewer
+
+
+def test_profile_cli_takes_height_x_width_and_reports_the_fpn_stage():
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  out = subprocess.run([sys.executable, "-m", "vt_jax.profile",
+                        "--config=configs/quickstart_seg.py:model=vt_fpn", "--resolution=48x80",
+                        "--json"], capture_output=True, text=True, check=True)
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result["resolution"] == "48x80" and result["model"] == "vt_fpn18-iccv"
+  assert list(result["stages"]) == ["stage1", "stage2", "stage3", "stage4", "stage5", "fpn",
+                                    "head"]
+  assert sum(s["macs"] for s in result["stages"].values()) == result["macs"]
+  bad = subprocess.run([sys.executable, "-m", "vt_jax.profile",
+                        "--config=configs/quickstart_seg.py", "--resolution=48y80"],
+                       capture_output=True, text=True)
+  assert bad.returncode != 0 and "--resolution='48y80'" in bad.stderr

@@ -88,3 +88,33 @@ def test_a_killed_process_stops_the_other_within_30s_naming_it(tmp_path):
   assert "process 1: exit 137 (killed by signal 9)" in summary
   assert re.search(r"process 0: exit \d+ \(.*\): .*(another task died|unhealthy)", summary), summary
   assert "stopped sending heartbeats" in log0.read_text()
+
+
+@pytest.mark.slow
+def test_segmentation_miou_over_two_processes_equals_one_process(tmp_path):
+  """The confusion matrix is summed over both hosts: the same mIoU and per-class IoU as one
+  process evaluating the same checkpoint (integer counts: exactly equal)."""
+  workdir = tmp_path / "seg"
+  env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()),
+             LOGDIR=str(tmp_path / "logs"), PYTHONPATH=ROOT)
+  env.pop("XLA_FLAGS", None)
+  flags = [f"--workdir={workdir}", "--config=configs/quickstart_seg.py",
+           "--config.num_train_steps=2", "--config.log_every_steps=2"]
+  proc = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", *flags], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=900)
+  logs = {p: (tmp_path / "logs" / p).read_text()[-2000:] for p in os.listdir(tmp_path / "logs")}
+  assert proc.returncode == 0, logs
+  distributed = [json.loads(line) for line in open(workdir / "metrics.jsonl")][-1]
+  assert distributed["split"] == "eval" and "miou" in distributed
+  assert (workdir / "pictures" / "eval_2.png").exists()  # process 0 drew it
+  single = subprocess.run([sys.executable, "-m", "vt_jax.main", "--mode=eval", *flags],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                          capture_output=True, text=True, timeout=900)
+  assert single.returncode == 0, single.stderr[-3000:]
+  lines = [l for l in single.stdout.splitlines() if l.startswith("EVAL ")]
+  final = json.loads(lines[-1][len("EVAL "):])
+  for key, value in distributed.items():
+    if key == "miou" or key == "pixel_acc" or key.startswith("iou/"):
+      assert final[key] == pytest.approx(value, abs=1e-12), key
+  assert {k for k in final if k.startswith("iou/")} == {
+      k for k in distributed if k.startswith("iou/")}

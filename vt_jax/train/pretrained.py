@@ -106,4 +106,7 @@ def apply_init_from(state, source: str, shardings):
   state = state.replace(params=loaded["params"], batch_stats=loaded.get("batch_stats", {}),
                         ema_params=loaded["params"],
                         ema_batch_stats=loaded.get("batch_stats", {}))
-  return jax.device_put(state, shardings)
+  # Through jit, not device_put: on CPU device_put may wrap the host (numpy) buffers without a
+  # copy, and the train step DONATES the state, so XLA would reuse memory numpy owns (a
+  # segfault in the first step). jit outputs are always buffers XLA owns.
+  return jax.jit(lambda s: s, out_shardings=shardings)(state)
