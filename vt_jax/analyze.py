@@ -29,14 +29,27 @@ from absl import app
 from absl import flags
 from absl import logging
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A vt_jax training workdir (or its "
-                               "checkpoints/<step> directory).")
-_SPLIT = flags.DEFINE_string("split", None, "Split of the run's dataset: its train or eval "
-                             "split's name (default: the eval split, e.g. 'test').")
-_NUM = flags.DEFINE_integer("num_images", 8, "Images to analyse (the split's first ones).")
-_OUT = flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/analysis).")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
-_EMA = flags.DEFINE_bool("ema", True, "Use the EMA weights when the run kept an EMA.")
+_WORKDIR = None
+_SPLIT = None
+_NUM = None
+_OUT = None
+_STEP = None
+_EMA = None
+
+
+def define_flags() -> None:
+  """absl flags of the command line; defined only when run as a program, so that the
+  module imports beside others (tests, the training entry point) without flag clashes."""
+  global _WORKDIR, _SPLIT, _NUM, _OUT, _STEP, _EMA  # pylint: disable=global-statement
+  _WORKDIR = flags.DEFINE_string("workdir", None, "A vt_jax training workdir (or its "
+                                 "checkpoints/<step> directory).")
+  _SPLIT = flags.DEFINE_string("split", None, "Split of the run's dataset: its train or eval "
+                               "split's name (default: the eval split, e.g. 'test').")
+  _NUM = flags.DEFINE_integer("num_images", 8, "Images to analyse (the split's first ones).")
+  _OUT = flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/analysis).")
+  _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
+  _EMA = flags.DEFINE_bool("ema", True, "Use the EMA weights when the run kept an EMA.")
+
 
 COLUMNS = 8  # token panels per row
 
@@ -222,5 +235,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flag_as_required("workdir")
   app.run(main)

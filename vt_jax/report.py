@@ -25,10 +25,19 @@ import sys
 from absl import app
 from absl import flags
 
-_OUT = flags.DEFINE_string("out", None, "Where report.md and accuracy_vs_macs.png go "
-                           "(default: the runs' common parent directory).")
-_METRIC = flags.DEFINE_string("metric", "top1", "Eval metric plotted and sorted on "
-                              "(top1, ema_top1, top5...).")
+_OUT = None
+_METRIC = None
+
+
+def define_flags() -> None:
+  """absl flags of the command line; defined only when run as a program, so that the
+  module imports beside others (tests, the training entry point) without flag clashes."""
+  global _OUT, _METRIC  # pylint: disable=global-statement
+  _OUT = flags.DEFINE_string("out", None, "Where report.md and accuracy_vs_macs.png go "
+                             "(default: the runs' common parent directory).")
+  _METRIC = flags.DEFINE_string("metric", "top1", "Eval metric plotted and sorted on "
+                                "(top1, ema_top1, top5...).")
+
 
 METRICS = ("top1", "ema_top1", "top5")  # shown as % when present
 _SEED = re.compile(r"(^|,)seed=\d+(?=,|$)")
@@ -222,4 +231,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -34,16 +34,29 @@ import time
 from absl import app
 from absl import flags
 
-_CONFIG = flags.DEFINE_string("config", None, "Config file FILE[:ARG] every run starts from.")
-_GRID = flags.DEFINE_multi_string("grid", None, "key=v1,v2;key2=... (repeatable: union).")
-_ROOT = flags.DEFINE_string("root", None, "Directory holding one workdir per run.")
-_PRINT = flags.DEFINE_bool("print_commands", False,
-                           "Print each run's command (for a cluster) instead of running.")
-_CACHE = flags.DEFINE_string("compile_cache", "xla_cache",
-                             "XLA compilation cache shared by the runs (relative to --root; "
-                             "'' = off). An existing JAX_COMPILATION_CACHE_DIR wins.")
-_ENTRY = flags.DEFINE_string("entry_point", "vt_jax.main",
-                             "Module each run executes with `python -m` (tests replace it).")
+_CONFIG = None
+_GRID = None
+_ROOT = None
+_PRINT = None
+_CACHE = None
+_ENTRY = None
+
+
+def define_flags() -> None:
+  """absl flags of the command line; defined only when run as a program, so that the
+  module imports beside others (tests, the training entry point) without flag clashes."""
+  global _CONFIG, _GRID, _ROOT, _PRINT, _CACHE, _ENTRY  # pylint: disable=global-statement
+  _CONFIG = flags.DEFINE_string("config", None, "Config file FILE[:ARG] every run starts from.")
+  _GRID = flags.DEFINE_multi_string("grid", None, "key=v1,v2;key2=... (repeatable: union).")
+  _ROOT = flags.DEFINE_string("root", None, "Directory holding one workdir per run.")
+  _PRINT = flags.DEFINE_bool("print_commands", False,
+                             "Print each run's command (for a cluster) instead of running.")
+  _CACHE = flags.DEFINE_string("compile_cache", "xla_cache",
+                               "XLA compilation cache shared by the runs (relative to --root; "
+                               "'' = off). An existing JAX_COMPILATION_CACHE_DIR wins.")
+  _ENTRY = flags.DEFINE_string("entry_point", "vt_jax.main",
+                               "Module each run executes with `python -m` (tests replace it).")
+
 
 STATUS_FILE = "sweep_run.json"
 LOG_FILE = "train.log"
@@ -309,5 +322,6 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["config", "grid", "root"])
   app.run(lambda argv: sys.exit(main(argv)))
