@@ -27,7 +27,7 @@ def get_config(arg=None):
     raise ValueError(f"configs/quickstart_seg.py: model={arg.model!r}; choose fpn or vt_fpn")
   config = recipes.segmentation(
       batch_size=32,
-      eval_batch_size=100,
+      eval_batch_size=128,          # 500 test scenes: 4 batches, the last padded (valid=0)
       num_epochs=arg.epochs,        # 2000 train scenes / 32 = 62 steps per epoch
       log_every_steps=62,           # once per epoch
       eval_every_epochs=arg.epochs / 2,
