@@ -40,7 +40,7 @@ def test_quickstart_metrics_unchanged_by_the_task_layer(tmp_path):
   with open(tmp_path / "metrics.jsonl") as f:
     records = [json.loads(line) for line in f]
   for r in records:
-    r.pop("images_per_sec")  # wall-clock
+    r.pop("images_per_sec", None)  # wall-clock (train records only)
   assert records == PINNED
   assert result == {k: PINNED[-1][k] for k in ("loss", "top1", "top5")}
   assert not os.path.exists(tmp_path / "pictures")  # classification draws no pictures
