@@ -16,6 +16,7 @@ from vt_jax.config_lib import recipes
 from vt_jax.train import checkpoint as ckpt_lib
 from vt_jax.train import optim
 from vt_jax.train import pretrained
+from vt_jax.train import run_config
 from vt_jax.train import state as state_lib
 
 
@@ -61,6 +62,7 @@ def test_real_torchvision_r50_state_dict(tmp_path):
 
 def _save_workdir(workdir, model_cfg):
   config = recipes.default()
+  config.model = model_cfg
   model = models.create_model(model_cfg)
   tx = optim.make_optimizer(config, 10)
   state = state_lib.create(model, tx, jax.random.key(3), (32, 32, 3))
@@ -68,6 +70,7 @@ def _save_workdir(workdir, model_cfg):
   ckpt_lib.save(manager, state)
   manager.wait_until_finished()
   manager.close()
+  run_config.write(config, str(workdir))  # what a training run writes beside its checkpoints
   return _flat({"params": state.ema_params, "batch_stats": state.ema_batch_stats})
 
 

@@ -25,28 +25,19 @@ PREFIX = "backbone"  # the subtree every vt_jax model names its ResNet stages un
 
 
 def _read_workdir(workdir: str) -> dict[tuple[str, ...], np.ndarray]:
-  """Flat {('params'|'batch_stats', 'backbone', ...): array} from a workdir's latest step.
+  """Flat {('params'|'batch_stats', 'backbone', ...): array} from a workdir's newest step.
 
-  TODO(integration): replace with vt_jax.train.checkpoint.load_variables(workdir, ema=True)
-  once that lands; this is the same restore the distillation teacher uses.
+  Read through the one entry every tool uses to load a trained run
+  (checkpoint.load_model): its EMA weights when it kept an EMA, what the run evaluated.
   """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from vt_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   if "://" not in workdir and not os.path.isdir(ckpt_lib.checkpoint_dir(workdir)):
     raise FileNotFoundError(f"config.init_from={workdir!r}: neither a .npz file nor a vt_jax "
                             f"workdir (no {ckpt_lib.checkpoint_dir(workdir)} directory)")
-  manager = ckpt_lib.make_manager(workdir, read_only=True)
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"config.init_from={workdir!r} holds no checkpoint")
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  manager.close()
-  state = restored["state"]
-  get = (lambda k: state[k]) if isinstance(state, dict) else (lambda k: getattr(state, k))
-  # The EMA weights: what a vt_jax run evaluates (equal to the raw ones when EMA was off).
-  variables = {"params": get("ema_params"), "batch_stats": get("ema_batch_stats")}
-  flat = flax.traverse_util.flatten_dict(jax.device_get(variables))
-  logging.info("init_from: read step %d of %s", step, workdir)
+  loaded = ckpt_lib.load_model(workdir, ema=True)
+  logging.info("init_from: read the %s weights of step %d of %s", loaded.weights, loaded.step,
+               workdir)
+  flat = flax.traverse_util.flatten_dict(loaded.variables)
   return {k: np.asarray(v) for k, v in flat.items()}
 
 
