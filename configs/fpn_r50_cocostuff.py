@@ -10,16 +10,8 @@ vt_jax.convert .npz or a vt_jax classification workdir); without it the backbone
 Recipe: vt_jax.config_lib.recipes.coco_stuff_fpn (its docstring gives the schedule and why).
 """
 
-from vt_jax.config_lib import args as args_lib
-from vt_jax.config_lib import data
-from vt_jax.config_lib import models
-from vt_jax.config_lib import recipes
+from vt_jax.config_lib import segmentation
 
 
 def get_config(arg=None):
-  arg = args_lib.parse_arg(arg, depth=50)
-  config = recipes.coco_stuff_fpn()
-  config.model = models.fpn(arg.depth, num_classes=171)
-  # 640 px: every COCO image (at most 640 a side) is evaluated unscaled, padded to 640x640.
-  config.data = data.coco_stuff(image_size=640)
-  return config
+  return segmentation.paper_config("coco_stuff", "fpn", arg)

@@ -10,15 +10,8 @@ vt_jax.convert .npz or a vt_jax classification workdir); without it the backbone
 Recipe: vt_jax.config_lib.recipes.lip_fpn (its docstring gives the schedule and why).
 """
 
-from vt_jax.config_lib import args as args_lib
-from vt_jax.config_lib import data
-from vt_jax.config_lib import models
-from vt_jax.config_lib import recipes
+from vt_jax.config_lib import segmentation
 
 
 def get_config(arg=None):
-  arg = args_lib.parse_arg(arg, depth=50)
-  config = recipes.lip_fpn()
-  config.model = models.vt_fpn(arg.depth, num_classes=20)
-  config.data = data.lip()
-  return config
+  return segmentation.paper_config("lip", "vt_fpn", arg)

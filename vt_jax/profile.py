@@ -24,9 +24,7 @@ elementwise overhead, and an analytic formula (vt_jax/analytic.py) agrees exactl
 from __future__ import annotations
 
 import json
-import math
 import re
-import sys
 from collections import defaultdict
 
 import jax

@@ -4,7 +4,6 @@ VT model's sown intermediates."""
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -5,7 +5,6 @@ the same flags and workdir contract, so the sweep's own logic is what is tested,
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -1,7 +1,6 @@
 """config.init_from: exactly the backbone, from a converted torchvision ResNet or a workdir."""
 
 import importlib.util
-import os
 
 import flax
 import jax

@@ -25,7 +25,6 @@ import math
 import re
 
 import jax
-import numpy as np
 import tensorflow as tf
 
 from vt_jax.data import BadExampleError
