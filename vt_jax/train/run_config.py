@@ -28,6 +28,7 @@ CONFIG_FILE = "config.json"
 #   on_nonfinite_loss             what happens on a NaN (stop or skip that update)
 #   data.data_dir                 where the same tfds dataset is read from
 #   data.skip_bad_examples        whether a bad example stops the run or is skipped
+#   init_from                     read only when a NEW run initialises; a resume ignores it
 #   mesh.*                        how the same state is laid out over devices: orbax
 #                                 restores a checkpoint into the new shardings
 # Everything else is refused: model.* and ema_decay / optimizer.* make the saved state's
@@ -37,7 +38,7 @@ CONFIG_FILE = "config.json"
 HARMLESS = (
     "num_epochs", "num_train_steps", "eval_every_epochs", "eval_batch_size",
     "log_every_steps", "checkpoint.*", "on_nonfinite_loss", "data.data_dir",
-    "data.skip_bad_examples", "mesh.*",
+    "data.skip_bad_examples", "mesh.*", "init_from",
 )
 
 
