@@ -21,10 +21,15 @@ pipeline, the recipe) must re-record them the same way and say why in its commit
 import json
 import os
 
+import jax
+import pytest
+
 from vt_jax.config_lib import files as config_files
 from vt_jax.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+RECORDED_WITH = "0.10."  # the jax version the values below were recorded with
 
 PINNED = [
     {"step": 2, "split": "train", "loss": 2.299152135848999, "top1": 0.140625,
@@ -49,6 +54,15 @@ def test_quickstart_metrics_unchanged_by_the_task_layer(tmp_path):
     records = [json.loads(line) for line in f]
   for r in records:
     r.pop("images_per_sec", None)  # wall-clock; absent while the window holds compilation
-  assert records == PINNED
-  assert result == {k: PINNED[-1][k] for k in ("loss", "top1", "top5")}
+  if jax.__version__.startswith(RECORDED_WITH):
+    assert records == PINNED
+    assert result == {k: PINNED[-1][k] for k in ("loss", "top1", "top5")}
+  else:
+    # Another XLA may sum float32 reductions in another order (jax 0.12 moves the step-4
+    # grad norm by 2e-7 relative); the task layer itself is still held to 1e-6. CI runs the
+    # exact branch: its oldest pair installs jax 0.10.2.
+    assert records == [
+        {k: pytest.approx(v, rel=1e-6) if isinstance(v, float) else v for k, v in r.items()}
+        for r in PINNED]
+    assert result == {k: pytest.approx(PINNED[-1][k], rel=1e-6) for k in ("loss", "top1", "top5")}
   assert not os.path.exists(tmp_path / "pictures")  # classification draws no pictures
