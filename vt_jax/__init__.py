@@ -2,6 +2,12 @@
 
 Importing the package is cheap (no jax/tensorflow import); import the
 subpackages you need: `vt_jax.models`, `vt_jax.data`, `vt_jax.train`.
+Importing it also sets vt_jax's XLA flags for JAX (see vt_jax/xla_defaults.py:
+a faster CPU train step; VT_JAX_XLA_DEFAULTS=0 turns that off).
 """
 
+from vt_jax import xla_defaults as _xla_defaults
+
 __version__ = "0.1.0"
+
+_xla_defaults.apply()
