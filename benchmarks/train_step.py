@@ -61,11 +61,14 @@ _STEPS = flags.DEFINE_integer("steps", 5, "timed train steps (median) after comp
 _TRAIN_STEP = flags.DEFINE_bool("train_step", True, "time the whole train step (--notrain_step:"
                                  " only the --breakdown)")
 _BREAKDOWN = flags.DEFINE_bool("breakdown", True, "also time each stage alone")
-_QUICK = flags.DEFINE_bool("quick", False, "fewer timed steps (2) and a 1-call stage breakdown:"
+_QUICK = flags.DEFINE_bool("quick", False, "fewer timed steps (3) and a 1-call stage breakdown:"
                            " the default four models in under 10 minutes on 2 CPU cores")
 _PEAK = flags.DEFINE_float("peak_flops", None, "FLOP/s that MFU is measured against "
                            "(default: measured matmul on CPU, nominal bfloat16 on GPU/TPU)")
 _JSON = flags.DEFINE_bool("json", False, "print one JSON object as the last line")
+_INTERLEAVE = flags.DEFINE_bool("interleave", True, "compile every config first, then time "
+                                "their steps in turn (A B A B ...), so load changes hit all "
+                                "alike; --nointerleave: one config at a time (less memory)")
 
 # Dense bfloat16 FLOP/s per chip (vendor figures), for MFU off CPU; matched on device_kind.
 NOMINAL_PEAK = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12,
@@ -122,8 +125,8 @@ def memory_bytes(compiled) -> float:
                + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
 
 
-def bench_step(config, steps: int) -> dict:
-  """The real train step on one synthetic batch: images/s, compile s, memory."""
+def prepare_step(config) -> dict:
+  """The real train step compiled for one synthetic batch, its state and the batch."""
   size, batch = _RESOLUTION.value, _BATCH.value
   mesh = sharding_lib.make_mesh(config.mesh)
   if batch % mesh.shape[sharding_lib.DATA]:
@@ -147,18 +150,46 @@ def bench_step(config, steps: int) -> dict:
   compile_s = time.perf_counter() - start
   state, metrics = compiled(state, data)  # warm-up
   jax.block_until_ready(metrics)
-  times, cpu = [], []
-  for _ in range(steps):
-    start, cpu_start = time.perf_counter(), time.process_time()
-    state, metrics = compiled(state, data)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
-    cpu.append(time.process_time() - cpu_start)
+  return dict(name=config.model.name, compiled=compiled, state=state, data=data,
+              compile_s=compile_s, memory_bytes=memory_bytes(compiled), times=[], cpu=[])
+
+
+def time_step(prepared: dict) -> None:
+  """Times one more step of a prepare_step() result (wall and CPU seconds)."""
+  start, cpu_start = time.perf_counter(), time.process_time()
+  prepared["state"], metrics = prepared["compiled"](prepared["state"], prepared["data"])
+  jax.block_until_ready(metrics)
+  prepared["times"].append(time.perf_counter() - start)
+  prepared["cpu"].append(time.process_time() - cpu_start)
   if not np.isfinite(float(metrics["loss"])):
-    raise FloatingPointError(f"{config.model.name}: non-finite loss in the benchmark step")
-  step_s = statistics.median(times)
-  return dict(images_per_sec=batch / step_s, step_s=step_s, compile_s=compile_s,
-              memory_bytes=memory_bytes(compiled), cpu_s=statistics.median(cpu))
+    raise FloatingPointError(f"{prepared['name']}: non-finite loss in the benchmark step")
+
+
+def step_figures(prepared: dict) -> dict:
+  step_s = statistics.median(prepared["times"])
+  return dict(images_per_sec=_BATCH.value / step_s, step_s=step_s,
+              compile_s=prepared["compile_s"], memory_bytes=prepared["memory_bytes"],
+              cpu_s=statistics.median(prepared["cpu"]))
+
+
+def bench_steps(configs: list, steps: int) -> list[dict]:
+  """Figures of each config's train step. With --interleave, every config is compiled first
+  and their steps are then timed in turn (A B C A B C ...), so that a change of the machine's
+  load during the run hits every config alike and the ratios stay comparable."""
+  if not _INTERLEAVE.value:
+    results = []
+    for config in configs:
+      prepared = prepare_step(config)
+      for _ in range(steps):
+        time_step(prepared)
+      results.append(step_figures(prepared))
+      del prepared
+    return results
+  prepared = [prepare_step(config) for config in configs]
+  for _ in range(steps):
+    for p in prepared:
+      time_step(p)
+  return [step_figures(p) for p in prepared]
 
 
 def stage_parts(model, config, x_shape) -> list[tuple[str, object, tuple]]:
@@ -243,34 +274,35 @@ def print_breakdown(spec: str, dtype: str, prof: dict, rows: list[dict], peak: f
 
 def main(argv):
   del argv
-  steps = 2 if _QUICK.value else _STEPS.value
+  steps = 3 if _QUICK.value else _STEPS.value
   calls = 1 if _QUICK.value else 3
   peak, how = peak_flops()
   dev = jax.devices()[0]
   print(f"device: {dev.device_kind} x{jax.device_count()} ({dev.platform}); peak "
         f"{peak / 1e9:.1f} GFLOP/s ({how}); batch {_BATCH.value}, {_RESOLUTION.value} px, "
-        f"median of {steps} steps", flush=True)
+        f"median of {steps} steps" + (", configs timed in turn" if _INTERLEAVE.value else ""),
+        flush=True)
   runs = []
   if _TRAIN_STEP.value:
     print(f"{'model':<12} {'dtype':<9} {'img/s':>9} {'GFLOP/s':>9} {'MFU':>6} "
           f"{'compile s':>9} {'mem MiB':>8} {'vs ResNet':>9} {'CPU-s/step':>10}", flush=True)
   for dtype in _DTYPES.value:
-    for spec in _CONFIGS.value:
-      config = load_config(spec, dtype)
-      prof = profile.profile(config.model, _RESOLUTION.value)
-      if _TRAIN_STEP.value:
-        r = bench_step(config, steps)
-        flops = 6 * prof["macs"] * r["images_per_sec"]
-        run = dict(model=spec, dtype=dtype, batch=_BATCH.value, resolution=_RESOLUTION.value,
-                   images_per_sec=round(r["images_per_sec"], 3), mfu=round(flops / peak, 4))
-        base = next((x for x in runs if x["dtype"] == dtype and
-                     x["model"] == spec.replace("vt_r", "resnet")), None)
-        ratio = f"{run['images_per_sec'] / base['images_per_sec']:.2f}x" if base else ""
-        print(f"{spec:<12} {dtype:<9} {r['images_per_sec']:>9.2f} {flops / 1e9:>9.1f} "
-              f"{flops / peak:>6.1%} {r['compile_s']:>9.1f} {r['memory_bytes'] / 2**20:>8.0f} "
-              f"{ratio:>9} {r['cpu_s']:>10.2f}", flush=True)
-        runs.append(run)
-      if _BREAKDOWN.value:
+    configs = [load_config(spec, dtype) for spec in _CONFIGS.value]
+    profs = [profile.profile(config.model, _RESOLUTION.value) for config in configs]
+    results = bench_steps(configs, steps) if _TRAIN_STEP.value else []
+    for spec, prof, r in zip(_CONFIGS.value, profs, results):
+      flops = 6 * prof["macs"] * r["images_per_sec"]
+      run = dict(model=spec, dtype=dtype, batch=_BATCH.value, resolution=_RESOLUTION.value,
+                 images_per_sec=round(r["images_per_sec"], 3), mfu=round(flops / peak, 4))
+      base = next((x for x in runs if x["dtype"] == dtype and
+                   x["model"] == spec.replace("vt_r", "resnet")), None)
+      ratio = f"{run['images_per_sec'] / base['images_per_sec']:.2f}x" if base else ""
+      print(f"{spec:<12} {dtype:<9} {r['images_per_sec']:>9.2f} {flops / 1e9:>9.1f} "
+            f"{flops / peak:>6.1%} {r['compile_s']:>9.1f} {r['memory_bytes'] / 2**20:>8.0f} "
+            f"{ratio:>9} {r['cpu_s']:>10.2f}", flush=True)
+      runs.append(run)
+    if _BREAKDOWN.value:
+      for spec, config, prof in zip(_CONFIGS.value, configs, profs):
         model = models.create_model(config.model)
         print_breakdown(spec, dtype, prof, breakdown(model, config, calls), peak)
   if _JSON.value:
