@@ -23,9 +23,10 @@ Args (defaults first; each changes one thing of the VT-ResNet baseline):
   width=0, epochs=0, canvas=64, clutter=false   digit_scenes only (0 = the default below)
 
 With data=digit_scenes (a CPU-sized study: 2000 train / 500 test 64x64 scenes, label = the
-largest digit's class) the networks are the paper's at 1/8 width (base width 8: C = 64 at
-stage 4, C_T = 64, 4 heads) with the 3x3 stride-1 stem, so stage 4 is 8x8, and the default
-recipe shortened to `epochs` (default 12). With data=imagenet they are the paper's VT-ResNets
+largest digit's class) the networks are the paper's at 1/8 width (base width 8: C = 32 at
+stage 4, C_T = 64, 4 heads) with the 3x3 stride-1 stem, so at 64 px the VT modules work on
+stage 4's 16x16 map (ResNet's stage 5: 8x8), and the default recipe shortened to `epochs`
+(default 12; README's study: 15). With data=imagenet they are the paper's VT-ResNets
 (vt_jax/config_lib/presets.py) with the Table 2 recipe (or `recipe=advanced`).
 """
 
