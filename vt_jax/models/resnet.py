@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vt_jax.models import norm
+
 Dtype = Any
 
 STAGE_SIZES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -35,11 +37,11 @@ def check_depth(depth: int) -> None:
     raise ValueError(f"model.depth={depth}; choose one of {sorted(STAGE_SIZES)}")
 
 
-def batch_norm(train: bool, dtype: Dtype, name: str, zero_init: bool = False) -> nn.BatchNorm:
-  # torchvision: eps 1e-5, running-average momentum 0.1 (flax counts 1 - that).
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      dtype=dtype, name=name,
-                      scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones)
+def batch_norm(train: bool, dtype: Dtype, name: str, zero_init: bool = False) -> norm.BatchNorm:
+  # torchvision: eps 1e-5, running-average momentum 0.1 (flax counts 1 - that). Call it
+  # with relu=True where a ReLU follows: the two share one hand-written gradient (norm.py).
+  return norm.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                        dtype=dtype, zero_init=zero_init, name=name)
 
 
 def matmul_channels(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -163,7 +165,7 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     y = conv(self.features, 3, self.stride, self.dtype, "conv1")(x)
-    y = nn.relu(batch_norm(train, self.dtype, "bn1")(y))
+    y = batch_norm(train, self.dtype, "bn1")(y, relu=True)
     y = conv(self.features, 3, 1, self.dtype, "conv2")(y)
     y = batch_norm(train, self.dtype, "bn2", self.zero_init_residual)(y)
     x = shortcut(x, self.features, self.stride, train, self.dtype)
@@ -181,9 +183,9 @@ class Bottleneck(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     out = self.features * 4
     y = conv(self.features, 1, 1, self.dtype, "conv1")(x)
-    y = nn.relu(batch_norm(train, self.dtype, "bn1")(y))
+    y = batch_norm(train, self.dtype, "bn1")(y, relu=True)
     y = conv(self.features, 3, self.stride, self.dtype, "conv2")(y)
-    y = nn.relu(batch_norm(train, self.dtype, "bn2")(y))
+    y = batch_norm(train, self.dtype, "bn2")(y, relu=True)
     y = conv(out, 1, 1, self.dtype, "conv3")(y)
     y = batch_norm(train, self.dtype, "bn3", self.zero_init_residual)(y)
     x = shortcut(x, out, self.stride, train, self.dtype)
@@ -254,9 +256,9 @@ class Stem(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     if self.small_image:
       x = conv(self.width, 3, 1, self.dtype, "conv1")(x)
-      return nn.relu(batch_norm(train, self.dtype, "bn1")(x))
+      return batch_norm(train, self.dtype, "bn1")(x, relu=True)
     x = conv(self.width, 7, 2, self.dtype, "conv1")(x)
-    x = nn.relu(batch_norm(train, self.dtype, "bn1")(x))
+    x = batch_norm(train, self.dtype, "bn1")(x, relu=True)
     return max_pool_3x3_s2(x)
 
 
