@@ -1,0 +1,88 @@
+"""vt_jax's glibc malloc settings: XLA:CPU's buffers reuse memory, only where JAX uses the CPU.
+
+The effect is checked where it matters, through XLA: a jitted op's fresh 64 MiB output costs
+one minor page fault per 4 KiB page on every call unless freed memory is kept for reuse.
+Page-fault counts, not timings, so the test does not depend on the machine's load.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vt_jax import host_allocator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGES = 64 * 2**20 // 4096  # the output buffer's 4 KiB pages
+
+_PROGRAM = """
+import resource
+import vt_jax
+import jax, jax.numpy as jnp
+x = jnp.ones((64, 1024, 256), jnp.float32)  # 64 MiB
+f = jax.jit(lambda x: x * 2.0)
+faults = []
+for _ in range(30):
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  y = jax.block_until_ready(f(x))
+  del y
+  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print("FAULTS", faults)
+"""
+
+def _glibc() -> bool:
+  try:
+    return sys.platform.startswith("linux") and bool(os.confstr("CS_GNU_LIBC_VERSION"))
+  except (ValueError, OSError):
+    return False
+
+
+linux_glibc = pytest.mark.skipif(not _glibc(), reason="glibc's mallopt only")
+
+
+def _faults(env_extra: dict) -> list[int]:
+  env = {k: v for k, v in os.environ.items() if k != host_allocator.ENV_SWITCH}
+  env.update(env_extra, PYTHONPATH=ROOT)
+  proc = subprocess.run([sys.executable, "-c", _PROGRAM], env=env, capture_output=True,
+                        text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("FAULTS")][-1]
+  return [int(v) for v in line.split("[")[1].rstrip("]").split(",")]
+
+
+@linux_glibc
+def test_xla_buffers_reuse_memory_on_cpu():
+  faults = _faults({"JAX_PLATFORMS": "cpu"})
+  # The first calls grow the heap (up to ~10 calls here: async dispatch keeps a few buffers
+  # alive); after that each fresh output lands on pages already touched.
+  assert sum(faults[-5:]) < PAGES // 2, faults
+
+
+@linux_glibc
+def test_switch_off_restores_glibc_defaults():
+  faults = _faults({"JAX_PLATFORMS": "cpu", host_allocator.ENV_SWITCH: "0"})
+  assert all(f >= 0.9 * PAGES for f in faults[-5:]), faults  # every output on fresh pages
+
+
+def test_not_applied_when_an_accelerator_is_expected(monkeypatch, tmp_path):
+  monkeypatch.delenv(host_allocator.ENV_SWITCH, raising=False)
+  monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")
+  assert host_allocator.apply() == "JAX will use an accelerator"
+  # No JAX_PLATFORMS: an installed GPU/TPU plugin (a jax_plugins namespace package) decides.
+  monkeypatch.delenv("JAX_PLATFORMS")
+  plugin = tmp_path / "jax_plugins" / "xla_fake_gpu"
+  plugin.mkdir(parents=True)
+  (plugin / "__init__.py").write_text("")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  assert "jax_plugins.xla_fake_gpu" in host_allocator._accelerator_plugins()
+  if _glibc():
+    assert host_allocator.apply() == "JAX will use an accelerator"
+
+
+def test_switch_and_platform_checks(monkeypatch):
+  monkeypatch.setenv(host_allocator.ENV_SWITCH, "0")
+  assert host_allocator.apply() == f"{host_allocator.ENV_SWITCH}=0"
+  monkeypatch.delenv(host_allocator.ENV_SWITCH)
+  monkeypatch.setattr(sys, "platform", "darwin")
+  assert host_allocator.apply() == "not Linux (darwin)"
