@@ -14,12 +14,14 @@ For each config (a name in configs/, optionally NAME:ARG) and dtype it prints:
   * VT vs ResNet of the same depth, same dtype, same run;
   * with --breakdown, a per-stage table: each stage (stem, stages 2-4, stage 5 or the VT
     modules, head) forward+backward alone on its own input, seconds and FLOP/s each, next to
-    its share of the MACs -- where wall-clock goes against where the MACs are.
+    its share of the MACs -- where wall-clock goes against where the MACs are; and, for a
+    ResNet run next to a VT config, its stages as one chain with and without stage 5: the
+    speed-up a VT-ResNet of that depth could reach if its VT modules took no time at all.
 The peak is a measured float32 2048^3 matmul on CPU, and the vendor's dense bfloat16 figure
 on a GPU/TPU (or --peak_flops). Ratios measured in one run are what to quote: absolute
 figures move with the machine's load. --json prints one object as the last line:
   {"peak_flops": ..., "runs": [{"model", "dtype", "batch", "resolution", "images_per_sec",
-  "mfu"}, ...]}
+  "mfu"}, ...]}; with --breakdown, a ResNet's run also carries "vt_speedup_bound" (below).
 Needs no TensorFlow (no data pipeline; batches are synthetic).
 """
 
@@ -260,6 +262,52 @@ def breakdown(model, config, calls: int) -> list[dict]:
   return rows
 
 
+def stage5_free_bound(model, config, calls: int) -> dict:
+  """Forward + backward of a ResNet's whole chain of stages, and of the chain without stage 5.
+
+  A VT-ResNet shares stages 1-4 and the head with the ResNet of its depth and replaces
+  stage 5, so whole / without-stage-5 bounds its speed-up over that ResNet: the ratio it would
+  reach if its VT modules took no time at all. One jit per chain, so XLA fuses across the
+  stage boundaries as in the train step (unlike the stage-alone breakdown).
+  """
+  size, batch = _RESOLUTION.value, _BATCH.value
+  parts = stage_parts(model, config, (batch, size, size, 3))
+  image = jax.random.normal(jax.random.key(1), (batch, size, size, 3), jnp.float32)
+
+  def chain(parts):
+    x, variables = image, []
+    for name, module, _ in parts:  # init each part on its input; the head sees pooled features
+      x = x.mean((1, 2)) if name == "head" else x
+      variables.append(jax.jit(lambda x, module=module: _init(module, x))(x))
+      x = jax.eval_shape(lambda v, x, module=module: _apply(module, v, x)[0], variables[-1], x)
+      x = jnp.zeros(x.shape, x.dtype)
+
+    def loss(params):
+      x = image
+      for (name, module, _), v, p in zip(parts, variables, params):
+        x, _ = _apply(module, dict(v, params=p), x.mean((1, 2)) if name == "head" else x)
+      return jnp.sum(x.astype(jnp.float32) ** 2) * 1e-6
+
+    params = [v["params"] for v in variables]
+    grad = jax.jit(jax.grad(loss))
+    jax.block_until_ready(grad(params))
+    return grad, params
+
+  whole, without = chain(parts), chain([p for p in parts if p[0] != "stage5"])
+  times = {"whole": [], "without_stage5": []}
+  for _ in range(max(calls, 3)):  # in turn, so a load change hits both
+    for key, (grad, params) in (("whole", whole), ("without_stage5", without)):
+      times[key].append(timed(grad, params, calls=1))
+  return {k: statistics.median(v) for k, v in times.items()}
+
+
+def print_bound(spec: str, times: dict) -> None:
+  print(f"  {spec}: stages + head forward+backward as one jit {times['whole']:.3f} s, without "
+        f"stage 5 {times['without_stage5']:.3f} s -> a VT model sharing stages 1-4 is at most "
+        f"{times['whole'] / times['without_stage5']:.2f}x faster, even with VT modules that "
+        "take no time", flush=True)
+
+
 def print_breakdown(spec: str, dtype: str, prof: dict, rows: list[dict], peak: float) -> None:
   total_s = sum(r["seconds"] for r in rows)
   print(f"  {spec} {dtype}: each stage forward+backward alone, batch {_BATCH.value}")
@@ -305,6 +353,12 @@ def main(argv):
       for spec, config, prof in zip(_CONFIGS.value, configs, profs):
         model = models.create_model(config.model)
         print_breakdown(spec, dtype, prof, breakdown(model, config, calls), peak)
+        if config.model.name == "resnet" and any(c.startswith("vt_") for c in _CONFIGS.value):
+          bound = stage5_free_bound(model, config, calls)
+          print_bound(spec, bound)
+          for run in runs:
+            if run["model"] == spec and run["dtype"] == dtype:
+              run["vt_speedup_bound"] = round(bound["whole"] / bound["without_stage5"], 3)
   if _JSON.value:
     print(json.dumps({"peak_flops": peak, "runs": runs}))
 

@@ -36,3 +36,20 @@ def test_train_step_benchmark_runs_without_tensorflow():
   assert run["images_per_sec"] > 0 and run["mfu"] > 0
   # The per-stage breakdown covers every stage of the profile.
   assert all(any(line.strip().startswith(s) for line in lines) for s in ("stage1", "stage5", "head"))
+
+
+def test_vt_speedup_bound_is_reported_next_to_a_vt_config():
+  """ResNet-18 next to VT-R18: its chain with and without stage 5 bounds VT-R18's speed-up."""
+  out = subprocess.run(
+      [sys.executable, "benchmarks/train_step.py", "--configs=resnet18,vt_r18",
+       "--resolution=32", "--batch=8", "--steps=1", "--quick", "--json"],
+      cwd=ROOT, capture_output=True, text=True, timeout=900,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = out.stdout.strip().splitlines()
+  runs = {r["model"]: r for r in json.loads(lines[-1])["runs"]}
+  bound = runs["resnet18"]["vt_speedup_bound"]
+  assert bound > 1.0  # removing stage 5 removes work
+  assert "vt_speedup_bound" not in runs["vt_r18"]
+  (line,) = [l for l in lines if "even with VT modules that take no time" in l]
+  assert f"{bound:.2f}x" in line
