@@ -42,7 +42,12 @@ def _batches(n):
 
 
 def test_overfits_one_fixed_batch():
-  losses, _ = _run(_config(), jax.devices(), 40, _batches(1))
+  # lr 0.05 at batch 16: the loss falls smoothly to ~1e-5. At the tiny config's lr 0.1 it
+  # overfits too but spikes back up now and then, so the last step's loss depended on float32
+  # rounding (a BatchNorm change that kept the function moved it from 2e-3 to 0.55).
+  config = _config()
+  config.schedule.peak_lr = 0.8
+  losses, _ = _run(config, jax.devices(), 40, _batches(1))
   assert losses[-1] < 0.05, losses
   assert losses[-1] < losses[0] / 20
 
