@@ -1,7 +1,9 @@
-"""benchmarks/train_step.py runs without TensorFlow or clu and prints its JSON contract."""
+"""benchmarks/train_step.py runs without TensorFlow or clu and prints its JSON contract;
+benchmarks/op_profile.py attributes a step's ops to the model's parts."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -53,3 +55,22 @@ def test_vt_speedup_bound_is_reported_next_to_a_vt_config():
   assert "vt_speedup_bound" not in runs["vt_r18"]
   (line,) = [l for l in lines if "even with VT modules that take no time" in l]
   assert f"{bound:.2f}x" in line
+
+
+def test_op_profile_attributes_the_step_to_model_parts():
+  out = subprocess.run(
+      [sys.executable, "benchmarks/op_profile.py", "--configs=quickstart:width=4",
+       "--resolution=32", "--batch=8", "--top=5"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = out.stdout.splitlines()
+  (head,) = [l for l in lines if l.startswith("quickstart:width=4 float32: step")]
+  wall, traced = (float(v) for v in re.findall(r"([0-9.]+) s", head)[:2])
+  assert 0 < traced and wall > 0
+  rows = lines[lines.index(head) + 2:lines.index(head) + 7]
+  assert len(rows) == 5 and all(re.match(r"\s+[0-9.]+\s+[0-9.]+%", r) for r in rows)
+  # Ops are joined with the model code they came from, forward and backward.
+  assert any("backbone/stage" in r or "stage5/vt" in r for r in rows), rows
+  parts = lines[lines.index("  by model part (forward / backward, ms):") + 1:]
+  assert {p.split()[0] for p in parts} >= {"stage1", "stage2", "stage5", "head"}
