@@ -9,7 +9,9 @@ import pytest
 from vt_jax.models import norm
 
 
-class _Flax(nn.Module):
+class _BN(nn.Module):
+  """flax's nn.BatchNorm + nn.relu (ours=False) or norm.BatchNorm(relu=...) (ours=True)."""
+  ours: bool
   train: bool
   relu: bool
   zero_init: bool = False
@@ -17,22 +19,21 @@ class _Flax(nn.Module):
 
   @nn.compact
   def __call__(self, x):
+    if self.ours:
+      return norm.BatchNorm(use_running_average=not self.train, dtype=self.dtype,
+                            zero_init=self.zero_init, name="bn")(x, relu=self.relu)
     y = nn.BatchNorm(use_running_average=not self.train, momentum=0.9, epsilon=1e-5,
                      dtype=self.dtype, name="bn",
                      scale_init=nn.initializers.zeros if self.zero_init else nn.initializers.ones)(x)
     return nn.relu(y) if self.relu else y
 
 
-class _Ours(nn.Module):
-  train: bool
-  relu: bool
-  zero_init: bool = False
-  dtype: object = jnp.float32
+def _Flax(*args, **kwargs):  # pylint: disable=invalid-name
+  return _BN(False, *args, **kwargs)
 
-  @nn.compact
-  def __call__(self, x):
-    return norm.BatchNorm(use_running_average=not self.train, dtype=self.dtype,
-                          zero_init=self.zero_init, name="bn")(x, relu=self.relu)
+
+def _Ours(*args, **kwargs):  # pylint: disable=invalid-name
+  return _BN(True, *args, **kwargs)
 
 
 def _inputs(shape=(4, 6, 5, 8), seed=0):
