@@ -53,22 +53,26 @@ def _faults(env_extra: dict) -> list[int]:
 
 @linux_glibc
 def test_xla_buffers_reuse_memory_on_cpu():
-  faults = _faults({"JAX_PLATFORMS": "cpu"})
+  faults = _faults({"JAX_PLATFORMS": "cpu", host_allocator.ENV_SWITCH: "1"})
   # The first calls grow the heap (up to ~10 calls here: async dispatch keeps a few buffers
   # alive); after that each fresh output lands on pages already touched.
   assert sum(faults[-5:]) < PAGES // 2, faults
 
 
 @linux_glibc
-def test_switch_off_restores_glibc_defaults():
-  faults = _faults({"JAX_PLATFORMS": "cpu", host_allocator.ENV_SWITCH: "0"})
+@pytest.mark.parametrize("switch", ["0", None])
+def test_glibc_defaults_unless_requested(switch):
+  env = {"JAX_PLATFORMS": "cpu"}
+  if switch is not None:
+    env[host_allocator.ENV_SWITCH] = switch
+  faults = _faults(env)  # a plain `import vt_jax` leaves malloc alone
   assert all(f >= 0.9 * PAGES for f in faults[-5:]), faults  # every output on fresh pages
 
 
 def test_not_applied_when_an_accelerator_is_expected(monkeypatch, tmp_path):
   monkeypatch.delenv(host_allocator.ENV_SWITCH, raising=False)
   monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")
-  assert host_allocator.apply() == "JAX will use an accelerator"
+  assert host_allocator.apply(True) == "JAX will use an accelerator"
   # No JAX_PLATFORMS: an installed GPU/TPU plugin (a jax_plugins namespace package) decides.
   monkeypatch.delenv("JAX_PLATFORMS")
   plugin = tmp_path / "jax_plugins" / "xla_fake_gpu"
@@ -77,12 +81,24 @@ def test_not_applied_when_an_accelerator_is_expected(monkeypatch, tmp_path):
   monkeypatch.syspath_prepend(str(tmp_path))
   assert "jax_plugins.xla_fake_gpu" in host_allocator._accelerator_plugins()
   if _glibc():
-    assert host_allocator.apply() == "JAX will use an accelerator"
+    assert host_allocator.apply(True) == "JAX will use an accelerator"
 
 
 def test_switch_and_platform_checks(monkeypatch):
   monkeypatch.setenv(host_allocator.ENV_SWITCH, "0")
-  assert host_allocator.apply() == f"{host_allocator.ENV_SWITCH}=0"
+  assert host_allocator.apply(True) == f"{host_allocator.ENV_SWITCH}=0"  # the switch wins
   monkeypatch.delenv(host_allocator.ENV_SWITCH)
+  assert host_allocator.apply() == "not requested"
   monkeypatch.setattr(sys, "platform", "darwin")
-  assert host_allocator.apply() == "not Linux (darwin)"
+  assert host_allocator.apply(True) == "not Linux (darwin)"
+
+
+def test_worth_it_for_imagenet_size_steps_not_the_quickstart():
+  from vt_jax.config_lib import files as config_files  # pylint: disable=g-import-not-at-top
+  load = lambda name: config_files.load(os.path.join(ROOT, "configs", name))
+  assert not host_allocator.worth_it(load("quickstart.py"))  # 32 px, width 8
+  for name in ("resnet50.py", "vt_r50.py", "vt_r18.py"):  # 224 px: the stem's output >= 32 MiB
+    assert host_allocator.worth_it(load(name)), name
+  small = load("vt_r50.py")
+  small.batch_size = 2
+  assert not host_allocator.worth_it(small)  # 2 x 112^2 x 64 floats: 6 MiB

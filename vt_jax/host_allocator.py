@@ -8,26 +8,32 @@ as new pages: one page fault per 4 KiB, about 0.6 us each here. A 100 MB element
 19 ms with fresh pages and 3.6 ms in place, and ResNet-50's train step spent ~1 s per step on
 faults (2-core x86-64, batch 32, 224 px).
 
-`import vt_jax` therefore tells glibc (mallopt) to keep freed memory for reuse:
+vt_jax can therefore tell glibc (mallopt) to keep freed memory for reuse:
   * M_ARENA_MAX = 1: XLA's worker threads allocate from the main heap, the one that can grow
     past 64 MiB without mmap;
   * M_MMAP_MAX = 0: large blocks come from that heap, not from mmap;
   * M_TRIM_THRESHOLD = unlimited: freed memory is not handed back to the kernel.
-Measured with `python benchmarks/train_step.py` on that CPU: ResNet-50's train step 9.0 ->
-10.1 img/s and VT-R50's 8.8 -> 11.1. Numerics are untouched (only where buffers live
-changes). The cost: the process's resident memory stays at its peak instead of dropping
-between steps (ResNet-50's peak RSS over 10 steps: 5.5 GB with these settings, 5.7 GB
-without), and all threads share one malloc arena.
+Measured with `python benchmarks/train_step.py` on that CPU: ResNet-50's train step 8.6-9.0
+-> 9.7-11.0 img/s, VT-R50's 8.7 -> 10.5-11.1. Numerics are untouched (only where buffers
+live changes). The costs: compiling takes longer (XLA's parallel code generation then shares
+one malloc arena: ResNet-50's train step 5.7 -> 9.2 s), the process's resident memory stays
+at its peak instead of dropping between steps (ResNet-50's benchmark: peak RSS 5.5 GB with,
+5.7 GB without), and all threads share one arena. Buffers under glibc's 32 MiB mmap
+threshold were never mmapped, so small models only pay: the quickstart (32 px) ran 59 s
+instead of 46 s with it (fresh caches).
 
-Applied only when all of these hold:
-  * Linux with glibc (mallopt is glibc's);
-  * the environment variable VT_JAX_MALLOC_DEFAULTS is not `0`;
-  * JAX will compute on the CPU: JAX_PLATFORMS starts with `cpu`, or is unset and no GPU/TPU
-    plugin is installed. With an accelerator the host only feeds it, its device memory has
-    its own allocator, and many input-pipeline threads are better served by glibc's
-    per-thread arenas.
-Call it before JAX starts (importing vt_jax first does): threads that already allocated keep
-their own arenas.
+So it is applied where it pays:
+  * `python -m vt_jax.main` applies it when `worth_it(config)`: a train step's largest
+    activations (the stem's output: batch x (size/2)^2 x width floats) reach 32 MiB, e.g.
+    ImageNet-size configs, not the quickstart;
+  * benchmarks/train_step.py applies it (large steps by design);
+  * VT_JAX_MALLOC_DEFAULTS=1 applies it at `import vt_jax` (your own training code), and
+    VT_JAX_MALLOC_DEFAULTS=0 keeps glibc's defaults everywhere.
+and only when all of these hold: Linux with glibc (mallopt is glibc's); JAX will compute on
+the CPU (JAX_PLATFORMS starts with `cpu`, or is unset and no GPU/TPU plugin is installed:
+with an accelerator the host only feeds it, its device memory has its own allocator, and
+many input-pipeline threads are better served by glibc's per-thread arenas); and it is
+called before JAX starts (threads that already allocated keep their own arenas).
 """
 
 from __future__ import annotations
@@ -70,10 +76,27 @@ def _cpu_is_the_device() -> bool:
   return not _accelerator_plugins()
 
 
-def apply() -> str | None:
-  """Sets SETTINGS with mallopt if the conditions above hold; returns why not, or None."""
-  if os.environ.get(ENV_SWITCH, "1") == "0":
+MMAP_THRESHOLD_BYTES = 32 * 2**20  # glibc's largest dynamic mmap threshold (64-bit)
+
+
+def worth_it(config) -> bool:
+  """Whether a train step's largest buffers reach glibc's mmap threshold (see above)."""
+  model, data = config.get("model", {}), config.get("data", {})
+  size = data.get("image_size") or 0
+  width = model.get("width") or 64
+  itemsize = 2 if str(model.get("dtype", "float32")) in ("bfloat16", "float16") else 4
+  stem_bytes = config.get("batch_size", 0) * (size // 2) ** 2 * width * itemsize
+  return stem_bytes >= MMAP_THRESHOLD_BYTES
+
+
+def apply(wanted: bool = False) -> str | None:
+  """Sets SETTINGS with mallopt if wanted (or VT_JAX_MALLOC_DEFAULTS=1) and the conditions
+  above hold; returns why not, or None when applied."""
+  switch = os.environ.get(ENV_SWITCH, "")
+  if switch == "0":
     return f"{ENV_SWITCH}=0"
+  if not (wanted or switch == "1"):
+    return "not requested"
   if not sys.platform.startswith("linux"):
     return f"not Linux ({sys.platform})"
   try:

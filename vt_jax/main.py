@@ -40,6 +40,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from vt_jax import host_allocator
 from vt_jax.train import compile_cache
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -186,6 +187,10 @@ def main(argv) -> None:
   try:
     validate_config(config)
     workdir = preflight.check_workdir(_WORKDIR.value, _MODE.value)
+    # Before JAX starts its threads: malloc that keeps XLA:CPU's large step buffers mapped.
+    if host_allocator.apply(host_allocator.worth_it(config)) is None:
+      logging.info("malloc keeps freed memory for XLA:CPU's large step buffers "
+                   "(vt_jax/host_allocator.py; %s=0 turns this off)", host_allocator.ENV_SWITCH)
     _init_distributed()
     compile_cache.enable()
     # TF (the input pipeline) must never take the accelerator memory JAX uses.
