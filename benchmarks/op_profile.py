@@ -8,15 +8,17 @@ Compiles the same train step as benchmarks/train_step.py (synthetic batch; --bat
 perfetto trace, and joins each traced XLA op with the compiled HLO's metadata: its shape and
 the model code it came from (e.g. `jvp(ResNet)/backbone/stage2/block1/conv3/dot_general`;
 `transpose(jvp(...))` marks the backward pass). It prints
-  * the step's wall-clock time and the time of the ops the trace saw (XLA:CPU runs lax
-    convolutions asynchronously on its thread pool: their time shows up only in the
-    difference, "untraced");
+  * the step's wall-clock time and the time of the ops the trace saw; the difference,
+    "untraced", is work the trace gives no op (on XLA:CPU mostly large convolutions, which
+    show up with little time of their own);
   * the top --top ops (or those whose source matches --match) with shape and source;
   * totals per op kind (XLA's fusion name without its number) and per model part
     (stage1-5 / head, forward and backward).
 How the speed changes in README "Benchmarks and speed" were found: a transposing copy that
 took a third of ResNet-50's step stood out as `copy_bitcast_fusion` here. Needs no
-TensorFlow. On GPU the trace's op names differ (kernels), and the per-op table is the same.
+TensorFlow. Written for XLA:CPU, whose trace names each op by its HLO instruction; on a GPU
+the trace holds kernel names, and ops it cannot join show source "?". Like the benchmark, it
+sets malloc to keep freed memory first (vt_jax/host_allocator.py).
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ def print_profile(spec: str, dtype: str, wall: float, summary: dict) -> None:
 
 def main(argv):
   del argv
+  bench.host_allocator.apply(True)  # before JAX starts, as benchmarks/train_step.py
   for dtype in flags.FLAGS.dtypes:
     for spec in flags.FLAGS.configs:
       prepared = bench.prepare_step(bench.load_config(spec, dtype))
