@@ -17,17 +17,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = 64 * 2**20 // 4096  # the output buffer's 4 KiB pages
 
 _PROGRAM = """
-import resource
+import resource, time
 import vt_jax
 import jax, jax.numpy as jnp
 x = jnp.ones((64, 1024, 256), jnp.float32)  # 64 MiB
 f = jax.jit(lambda x: x * 2.0)
 faults = []
-for _ in range(30):
+for _ in range(40):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   y = jax.block_until_ready(f(x))
-  del y
   faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+  del y
+  time.sleep(0.05)  # the runtime frees a deleted buffer on its own thread: let it
 print("FAULTS", faults)
 """
 
@@ -54,9 +55,10 @@ def _faults(env_extra: dict) -> list[int]:
 @linux_glibc
 def test_xla_buffers_reuse_memory_on_cpu():
   faults = _faults({"JAX_PLATFORMS": "cpu", host_allocator.ENV_SWITCH: "1"})
-  # The first calls grow the heap (up to ~10 calls here: async dispatch keeps a few buffers
-  # alive); after that each fresh output lands on pages already touched.
-  assert sum(faults[-5:]) < PAGES // 2, faults
+  # The first calls may grow the heap while freed buffers are still in flight; after that
+  # fresh outputs land on pages already touched. Most late calls fault no page at all (a
+  # loaded machine -- CI runs tests side by side -- still grows the heap now and then).
+  assert sum(f < PAGES // 10 for f in faults[-10:]) >= 7, faults
 
 
 @linux_glibc
@@ -66,7 +68,7 @@ def test_glibc_defaults_unless_requested(switch):
   if switch is not None:
     env[host_allocator.ENV_SWITCH] = switch
   faults = _faults(env)  # a plain `import vt_jax` leaves malloc alone
-  assert all(f >= 0.9 * PAGES for f in faults[-5:]), faults  # every output on fresh pages
+  assert all(f >= 0.9 * PAGES for f in faults[-10:]), faults  # every output on fresh pages
 
 
 def test_not_applied_when_an_accelerator_is_expected(monkeypatch, tmp_path):
