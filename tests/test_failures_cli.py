@@ -117,6 +117,8 @@ def test_every_checkpoint_unreadable_is_one_clear_error(finished, env, tmp_path)
   # depending on timing (seen in 1 of 2 full runs there): tolerated, bounded, to be fixed.
   assert result.stderr.count("Event loop is closed") <= 2, result.stderr[-5000:]
   assert len(result.stderr.splitlines()) < 80, result.stderr[-5000:]
+  # Nor asyncio's log of the abandoned reads' own failures (0-70 lines, timing-dependent).
+  assert "exception was never retrieved" not in result.stderr, result.stderr[-5000:]
   error = result.stderr[result.stderr.index("ERROR: "):]
   assert f"no readable checkpoint in {copy / 'checkpoints'}" in error
   for step in steps:

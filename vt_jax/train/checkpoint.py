@@ -7,6 +7,7 @@ so state.step alone resumes the input pipeline exactly.
 from __future__ import annotations
 
 import json
+import logging as py_logging
 import os
 import sys
 import time
@@ -87,15 +88,40 @@ def abstract_like(state_shapes, shardings):
                       state_shapes, shardings)
 
 
+class _DropFailedReadFutures(py_logging.Filter):
+  """Drops asyncio's 'Future/Task exception was never retrieved' records of tensorstore reads.
+
+  When one read of a restore fails, orbax abandons the restore's other pending reads; those
+  that fail too (the same damaged checkpoint) are garbage-collected later and asyncio logs
+  each one with its traceback: 0-70 lines after the restore's own error, depending on
+  timing. They repeat what the restore's exception already says, so only these records --
+  an unretrieved ValueError from tensorstore ("Error opening"/"Error reading") -- are
+  dropped; every other asyncio record passes.
+  """
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    if not str(record.msg).startswith(("Future exception was never retrieved",
+                                        "Task exception was never retrieved")):
+      return True
+    exc = record.exc_info[1] if record.exc_info else None
+    text = str(exc) if exc is not None else ""
+    return not (isinstance(exc, ValueError) and ("Error opening" in text or
+                                                  "Error reading" in text))
+
+
 def _ignore_closed_loop_callbacks() -> None:
-  """Drops the 'Event loop is closed' errors a failed orbax restore leaves behind.
+  """Drops the noise a failed orbax restore leaves behind (it carries no information).
 
   When a read fails, orbax closes its asyncio loop while tensorstore still completes the
   other pending reads; each completion calls `loop.call_soon_threadsafe` and Python reports
   the RuntimeError through sys.unraisablehook, hundreds of traceback lines per failed
   restore. They carry no information (the restore's own exception does), so that one
-  error is dropped; every other unraisable error still reaches the previous hook.
+  error is dropped; every other unraisable error still reaches the previous hook. The
+  abandoned reads' own failures, which asyncio logs, are dropped by _DropFailedReadFutures.
   """
+  asyncio_logger = py_logging.getLogger("asyncio")
+  if not any(isinstance(f, _DropFailedReadFutures) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_DropFailedReadFutures())
   previous = sys.unraisablehook
   if getattr(previous, "_vt_jax_closed_loop_filter", False):
     return
