@@ -51,21 +51,21 @@ def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, relu: bool
   wider). Gradients flow to x, scale and bias, and also from the statistics (their
   cotangents are zero when only the running averages use them, as in training).
   """
-  y, mean, var, _ = _forward(x, scale, bias, relu, eps, out_dtype)
-  return y, mean, var
+  return _forward(x, scale, bias, relu, eps, out_dtype)
+
+
+def _output(y, relu, out_dtype):
+  return (jnp.maximum(y, 0) if relu else y).astype(out_dtype)
 
 
 def _forward(x, scale, bias, relu, eps, out_dtype):
   xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   mean, var = _stats(xf)
-  y = _affine(xf, mean, var, scale, bias, eps)
-  if relu:
-    y = jnp.maximum(y, 0)
-  return y.astype(out_dtype), mean, var, xf
+  return _output(_affine(xf, mean, var, scale, bias, eps), relu, out_dtype), mean, var
 
 
 def _fwd(x, scale, bias, relu, eps, out_dtype):
-  y, mean, var, _ = _forward(x, scale, bias, relu, eps, out_dtype)
+  y, mean, var = _forward(x, scale, bias, relu, eps, out_dtype)
   return (y, mean, var), (x, mean, var, scale, bias)
 
 
@@ -123,8 +123,8 @@ class BatchNorm(nn.Module):
     out_dtype = self.dtype or jnp.result_type(x, scale)
     if self.use_running_average:
       xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-      y = _affine(xf, ra_mean.value, ra_var.value, scale, bias, self.epsilon)
-      return (jnp.maximum(y, 0) if relu else y).astype(out_dtype)
+      return _output(_affine(xf, ra_mean.value, ra_var.value, scale, bias, self.epsilon), relu,
+                     out_dtype)
     y, mean, var = batch_norm_train(x, scale, bias, relu, self.epsilon, out_dtype)
     if not self.is_initializing():
       m = self.momentum
