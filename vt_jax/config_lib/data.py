@@ -28,7 +28,9 @@ def _make(fields: dict, overrides: dict) -> ml_collections.ConfigDict:
 
 def _common(**kw) -> dict:
   fields = dict(
-      data_dir=None,            # tfds data_dir; None -> tfds default (~/tensorflow_datasets)
+      # tfds data_dir; None -> tfds default ($TFDS_DATA_DIR or ~/tensorflow_datasets). A typed
+      # placeholder, so that --config.data.data_dir=DIR can override the None.
+      data_dir=ml_collections.config_dict.placeholder(str),
       skip_bad_examples=False,  # True: bad examples become valid=0 rows, counted
       shuffle_buffer=10_000,    # examples in the per-epoch shuffle buffer (per process)
       augment='none',           # 'none' | 'autoaugment' | 'randaugment' (train only)
