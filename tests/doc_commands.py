@@ -2,10 +2,11 @@ r"""Documented commands: find every one, parse each without running it (used by
 tests/test_documented_commands.py).
 
 What is collected (automatically; nothing to register):
-  * README.md: fenced code blocks and inline `code` spans (a span may wrap across lines; a
-    span that is only `python -m vt_jax.<tool>`, or sits in a heading, names the tool);
+  * README.md and docs/*.md: fenced code blocks and inline `code` spans (a span may wrap across
+    lines; a span that is only `python -m vt_jax.<tool>`, or sits in a heading, names the
+    tool);
   * the docstrings (module, class, function) of configs/*.py, vt_jax/**/*.py, benchmarks/*.py;
-  * the launch scripts' examples (launch/* comment headers and README lines naming
+  * the launch scripts' examples (launch/* comment headers and markdown lines naming
     `launch/...`), run for real with `--dry-run` (scripts that have one) or with
     PYTHON pointing at a recorder (launch/local_multiprocess.sh), and the commands they print
     or would start.
@@ -15,6 +16,14 @@ chains, commands nested in `--command='...'`); `[--flag=X]` optional parts are k
 flag's name is checked), other bracketed parts (`[flags...]`) dropped, and the placeholder
 value `N` becomes 1. A `--config=` whose file does not exist and is written with capitals
 (`FILE[:ARG]`, `configs/X.py`, `vt_rXX.py`), or is `...`, is a usage template, not an example, and is not run.
+
+Python snippets: every ```python block of README.md and docs/*.md is a program that the
+test runs, in a fresh interpreter, and that must exit 0 (so a snippet states what it shows
+with `assert`). A block that is a fragment of a larger program says so on the line before its
+fence: `<!-- not run: why -->`.
+
+Links: every relative link of README.md and docs/*.md, `[text](path#anchor)` or
+`![alt](picture)`, must name an existing file, and its anchor a heading of that file.
 
 How a command is "parsed" (parse-only, no work): this file, run as a script, executes the tool
 as `__main__` (runpy) with `absl.app.run` and `argparse.ArgumentParser.parse_args` replaced by
@@ -32,7 +41,7 @@ What a new CLI must do to be covered: be runnable as `python -m vt_jax.<tool>` (
 `python benchmarks/<x>.py`), call `absl.app.run(main[, flags_parser=...])` (or argparse's
 `parse_args`) before doing any work, and define its flags at import time or in its
 `if __name__ == "__main__":` block (both are executed); show at least one example in
-README.md or its docstring (test_every_cli_has_a_documented_example enforces this for vt_jax);
+README.md, docs/*.md or its docstring (test_every_cli_has_a_documented_example enforces this for vt_jax);
 optionally define `validate_config(config)` for checks beyond flag parsing. A launch script is
 covered once it accepts `--dry-run` as its first argument and prints each command it would run.
 """
@@ -144,10 +153,19 @@ def _relative(path: str) -> str:
   return os.path.relpath(path, ROOT)
 
 
+def markdown_files() -> list[str]:
+  """README.md and docs/*.md, relative to ROOT."""
+  return ["README.md"] + sorted(_relative(p) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
+
+
+def _read(relative_path: str) -> str:
+  with open(os.path.join(ROOT, relative_path)) as f:
+    return f.read()
+
+
 def doc_sources() -> dict[str, list[str]]:
-  """{source file: [texts to scan]} for README.md and the docstrings."""
-  with open(os.path.join(ROOT, "README.md")) as f:
-    sources = {"README.md": _markdown_code(f.read())}
+  """{source file: [texts to scan]} for README.md, docs/*.md and the docstrings."""
+  sources = {path: _markdown_code(_read(path)) for path in markdown_files()}
   for pattern in ("configs/*.py", "vt_jax/**/*.py", "benchmarks/*.py"):
     for path in sorted(glob.glob(os.path.join(ROOT, pattern), recursive=True)):
       sources[_relative(path)] = _docstrings(path)
@@ -186,7 +204,7 @@ def launch_examples() -> list[tuple[str, dict[str, str], str, list[str]]]:
     with open(path) as f:
       texts[_relative(path)] = ["\n".join(l[1:] for l in f.read().splitlines()
                                           if l.startswith("#") and not l.startswith("#!"))]
-  texts["README.md"] = doc_sources()["README.md"]
+  texts.update((path, code) for path, code in doc_sources().items() if path.endswith(".md"))
   out, seen = [], set()
   for source, pieces in texts.items():
     for piece in pieces:
@@ -207,6 +225,60 @@ def launch_examples() -> list[tuple[str, dict[str, str], str, list[str]]]:
             seen.add(key)
             out.append((source, env, key[1], args))
   return out
+
+
+_NOT_RUN = re.compile(r"<!--\s*not run:[^>]*-->\s*$")
+
+
+def python_snippets() -> list[tuple[str, int, str]]:
+  """(markdown file, line of the fence, code) of every ```python block meant to run."""
+  out = []
+  for path in markdown_files():
+    lines = _read(path).split("\n")
+    k = 0
+    while k < len(lines):
+      if re.fullmatch(r"```python\s*", lines[k]):
+        end = next(j for j in range(k + 1, len(lines)) if lines[j].startswith("```"))
+        before = next((lines[j] for j in range(k - 1, -1, -1) if lines[j].strip()), "")
+        if not _NOT_RUN.search(before):
+          out.append((path, k + 1, "\n".join(lines[k + 1:end]) + "\n"))
+        k = end
+      k += 1
+  return out
+
+
+def github_anchor(heading: str) -> str:
+  """The anchor GitHub gives a markdown heading: lower case, punctuation dropped, spaces -> -."""
+  return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(text: str) -> set[str]:
+  fenced = re.split(r"^```[^\n]*\n", text, flags=re.M)
+  prose = "".join(fenced[0::2])
+  return {github_anchor(m) for m in re.findall(r"^#+\s+(.*?)\s*$", prose, flags=re.M)}
+
+
+def relative_links() -> list[tuple[str, str]]:
+  """(markdown file, link target) of every link that is not a URL, in README.md and docs/."""
+  out = []
+  for path in markdown_files():
+    prose = "".join(re.split(r"^```[^\n]*\n", _read(path), flags=re.M)[0::2])
+    prose = re.sub(r"`[^`]*`", "", prose)  # code spans are not links
+    for target in re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", prose):
+      if not re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
+        out.append((path, target))
+  return out
+
+
+def link_problem(source: str, target: str) -> str | None:
+  """Why `target`, linked from the markdown file `source`, does not resolve (None if it does)."""
+  file_part, _, anchor = target.partition("#")
+  linked = os.path.normpath(os.path.join(os.path.dirname(source), file_part)) if file_part else source
+  if not os.path.exists(os.path.join(ROOT, linked)):
+    return f"{source}: link to {target}: {linked} does not exist"
+  if anchor and linked.endswith(".md") and anchor not in _anchors(_read(linked)):
+    return f"{source}: link to {target}: {linked} has no heading with the anchor #{anchor}"
+  return None
 
 
 # ---------------------------------------------------------------- parse-only runner

@@ -1,7 +1,9 @@
-"""Every documented command parses: no example in the docs can rot.
+"""Every documented command parses, every snippet runs, every link resolves: no example in the
+docs can rot.
 
-What counts as a documented command, how it is parsed without doing any work, and what a new
-CLI or launch script must do to be covered: see tests/doc_commands.py's docstring.
+What counts as a documented command or snippet, how a command is parsed without doing any
+work, and what a new CLI or launch script must do to be covered: see tests/doc_commands.py's
+docstring.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 
 import pytest
 
 from tests.doc_commands import (  # pylint: disable=g-multiple-import
     ROOT, _NEEDS, _PARSED, _markdown_code, _relative, _shell_lines, _words,
-    commands_in, documented_commands, is_template, launch_examples, parse_only)
+    commands_in, documented_commands, github_anchor, is_template, launch_examples, link_problem,
+    parse_only, python_snippets, relative_links)
 
 
 # ---------------------------------------------------------------- launch scripts
@@ -136,13 +140,13 @@ def test_tpu_pod_dry_run_copies_installs_and_runs_on_every_worker(tmp_path):
       "--command=cd ~/vt_jax && ~/vt_venv/bin/python -m vt_jax.main")
 
 
-def test_readme_shows_what_the_tpu_dry_run_prints():
-  """README.md quotes the dry run's output after 'prints (from a checkout in `DIR`):'."""
-  with open(os.path.join(ROOT, "README.md")) as f:
-    readme = f.read()
+def test_docs_show_what_the_tpu_dry_run_prints():
+  """docs/multi_host.md quotes the dry run's output after 'prints (from a checkout in `DIR`):'."""
+  with open(os.path.join(ROOT, "docs", "multi_host.md")) as f:
+    doc = f.read()
   match = re.search(r"```bash\n([^`]*launch/tpu_pod\.sh --dry-run[^`]*)```\s*"
-                    r"prints \(from a checkout in `([^`]+)`\):\s*```bash\n(.*?)```", readme, re.S)
-  assert match, "README.md: the TPU pod section no longer quotes the dry run's output"
+                    r"prints \(from a checkout in `([^`]+)`\):\s*```bash\n(.*?)```", doc, re.S)
+  assert match, "docs/multi_host.md: the TPU pod section no longer quotes the dry run's output"
   command, checkout, quoted = match.groups()
   words = _words(_shell_lines(command)[0])
   env = dict(w.split("=", 1) for w in words[:2])
@@ -189,7 +193,55 @@ def test_every_cli_has_a_documented_example():
         clis.add(module[:-len(".__main__")] if module.endswith(".__main__") else module)
   documented = {argv[1] for _, argv in _COMMANDS if argv[0] == "-m"}
   assert {"vt_jax.main", "vt_jax.data", "vt_jax.profile", "vt_jax.convert"} <= clis
-  assert clis - documented == set(), "CLIs with no example in README.md or a docstring"
+  assert clis - documented == set(), "CLIs with no example in README.md, docs/ or a docstring"
+
+
+_SNIPPETS = python_snippets()
+
+
+@pytest.mark.parametrize("source,line,code", _SNIPPETS,
+                         ids=[f"{s}:{n}" for s, n, _ in _SNIPPETS])
+def test_documented_python_snippet_runs(source, line, code, tmp_path):
+  """Each ```python block runs as its own program, from an empty directory."""
+  script = tmp_path / "snippet.py"
+  script.write_text(code)
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+  proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, (
+      f"{source}, the snippet at line {line}, fails:\n{proc.stderr[-3000:]}")
+
+
+def test_readme_and_docs_have_a_python_snippet_to_run():
+  assert any(source == "README.md" for source, _, _ in _SNIPPETS)
+
+
+def test_relative_links_in_readme_and_docs_resolve():
+  links = relative_links()
+  assert ("README.md", "LICENSE") in links and any(s.startswith("docs/") for s, _ in links)
+  problems = [p for p in (link_problem(s, t) for s, t in links) if p]
+  assert not problems, "\n".join(problems)
+
+
+def test_link_checker_finds_a_missing_file_and_a_missing_anchor():
+  assert github_anchor("Semantic segmentation (`config.task = 'segmentation'`)") == (
+      "semantic-segmentation-configtask--segmentation")
+  assert github_anchor("Training the paper's models") == "training-the-papers-models"
+  assert link_problem("README.md", "docs/training.md") is None
+  assert "does not exist" in link_problem("README.md", "docs/no_such_page.md")
+  assert "no heading" in link_problem("docs/multi_host.md", "training.md#no-such-section")
+
+
+def test_readme_holds_the_ci_test_command_verbatim():
+  """.ci/run runs 'the README's test command, verbatim': the two must not drift apart."""
+  with open(os.path.join(ROOT, ".ci", "run")) as f:
+    ci = f.read()
+  marker = "# --- the README's test command, verbatim ---"
+  command = next(line.strip() for line in ci.split(marker, 1)[1].splitlines()
+                 if line.strip() and not line.strip().startswith("#"))
+  with open(os.path.join(ROOT, "README.md")) as f:
+    assert f"```bash\n{command}\n```" in f.read(), command
 
 
 # ---------------------------------------------------------------- the mechanism itself
