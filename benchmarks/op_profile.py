@@ -14,7 +14,7 @@ the model code it came from (e.g. `jvp(ResNet)/backbone/stage2/block1/conv3/dot_
   * the top --top ops (or those whose source matches --match) with shape and source;
   * totals per op kind (XLA's fusion name without its number) and per model part
     (stage1-5 / head, forward and backward).
-How the speed changes in README "Benchmarks and speed" were found: a transposing copy that
+How the speed changes in docs/performance.md were found: a transposing copy that
 took a third of ResNet-50's step stood out as `copy_bitcast_fusion` here. Needs no
 TensorFlow. Written for XLA:CPU, whose trace names each op by its HLO instruction; on a GPU
 the trace holds kernel names, and ops it cannot join show source "?". Like the benchmark, it

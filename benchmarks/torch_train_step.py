@@ -5,7 +5,7 @@ r"""PyTorch anchor: torchvision ResNet's SGD train step, images/s on this machin
 The same step as vt_jax's (forward, cross-entropy, backward, SGD with momentum 0.9 and weight
 decay), float32, synthetic batch. Prints one JSON line: images/s (median step) and CPU-seconds
 per step (all threads). Needs torch, torchvision and absl-py in their own venv (never vt_jax
-dependencies; README, Benchmarks, says which versions were measured).
+dependencies; docs/performance.md says which versions were measured).
 """
 
 import json

@@ -64,8 +64,7 @@ _STEPS = flags.DEFINE_integer("steps", 5, "timed train steps (median) after comp
 _TRAIN_STEP = flags.DEFINE_bool("train_step", True, "time the whole train step (--notrain_step:"
                                  " only the --breakdown)")
 _BREAKDOWN = flags.DEFINE_bool("breakdown", True, "also time each stage alone")
-_QUICK = flags.DEFINE_bool("quick", False, "fewer timed steps (3) and a 1-call stage breakdown:"
-                           " the default four models in under 10 minutes on 2 CPU cores")
+_QUICK = flags.DEFINE_bool("quick", False, "fewer timed steps (3) and a 1-call stage breakdown")
 _PEAK = flags.DEFINE_float("peak_flops", None, "FLOP/s that MFU is measured against "
                            "(default: measured matmul on CPU, nominal bfloat16 on GPU/TPU)")
 _JSON = flags.DEFINE_bool("json", False, "print one JSON object as the last line")

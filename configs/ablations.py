@@ -26,7 +26,7 @@ With data=digit_scenes (a CPU-sized study: 2000 train / 500 test 64x64 scenes, l
 largest digit's class) the networks are the paper's at 1/8 width (base width 8: C = 32 at
 stage 4, C_T = 64, 4 heads) with the 3x3 stride-1 stem, so at 64 px the VT modules work on
 stage 4's 16x16 map (ResNet's stage 5: 8x8), and the default recipe shortened to `epochs`
-(default 12; README's study: 15). With data=imagenet they are the paper's VT-ResNets
+(default 12; the study in docs/analysis.md: 15). With data=imagenet they are the paper's VT-ResNets
 (vt_jax/config_lib/presets.py) with the Table 2 recipe (or `recipe=advanced`).
 """
 

@@ -1,4 +1,4 @@
-r"""Semantic FPN with a ResNet-50 backbone on COCO-stuff (reference sections 2.2 and 4; Tables 9-10).
+r"""Semantic FPN with a ResNet-50 backbone on COCO-stuff (the paper's Sec. 4.2; Tables 9-10).
 
   python -m vt_jax.profile --config=configs/fpn_r50_cocostuff.py --resolution=800x1216 --json
   python -m vt_jax.main --config=configs/fpn_r50_cocostuff.py --workdir=DIR \

@@ -6,7 +6,7 @@ r"""Segmentation quickstart: FPN or VT-FPN (small widths) on the bundled `digit_
 Needs no download (the scenes are built from scikit-learn's digits on first use). 64x64
 canvases with 1-3 digits; 11 classes (background + 10 digits); metrics: miou, pixel_acc and
 per-class IoU in DIR/metrics.jsonl, pictures in DIR/pictures/eval_<step>.png. Measured
-figures (mIoU, minutes on 2 CPU cores, FPN MACs): README. ARG fields:
+figures (mIoU, minutes on 2 CPU cores, FPN MACs): docs/segmentation.md. ARG fields:
   model=fpn|vt_fpn   epochs=E   width=W (backbone base channels)
 The recipe is the segmentation one (SGD momentum 0.9, x0.1 at 2/3 and 8/9 of the run)
 shortened to a few epochs; augmentation is random rescale + crop, never a mirror (a mirrored

@@ -17,7 +17,8 @@ def get_config(arg=None):
   arg = args_lib.parse_arg(arg, recipe="default")
   config = ml_collections.ConfigDict()
   config.model = models.resnet(101)
-  # Training recipe (reference section 4; lengths in epochs) and ImageNet input.
+  # Training recipe (Table 2, or Table 8's with recipe=advanced; lengths in epochs) and
+  # ImageNet input.
   recipes.add_recipe(config, arg.recipe)
   config.data = data.imagenet(augment="autoaugment" if arg.recipe == "advanced" else "none")
   return config

@@ -1,4 +1,4 @@
-r"""VT-FPN with a ResNet-50 backbone on LIP (reference sections 2.2 and 4; Tables 9-10).
+r"""VT-FPN with a ResNet-50 backbone on LIP (the paper's Sec. 4.2; Tables 9-10).
 
   python -m vt_jax.profile --config=configs/vt_fpn_r50_lip.py --resolution=473 --json
   python -m vt_jax.main --config=configs/vt_fpn_r50_lip.py --workdir=DIR \

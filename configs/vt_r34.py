@@ -1,4 +1,4 @@
-"""VT-ResNet-34 (reference section 2.1) on ImageNet.
+"""VT-ResNet-34 (the paper's Sec. 4.1) on ImageNet.
 
   python -m vt_jax.profile --config=configs/vt_r34.py
   python -m vt_jax.profile --config=configs/vt_r34.py:v1          # first arXiv version
@@ -23,7 +23,8 @@ def get_config(arg=None):
   config.model = models.vt_resnet(34, "v1" if arg.v1 else "iccv")
   if arg.tokens:  # 0 keeps the preset's L
     config.model.vt.tokens = arg.tokens
-  # Training recipe (reference section 4; lengths in epochs) and ImageNet input.
+  # Training recipe (Table 2, or Table 8's with recipe=advanced; lengths in epochs) and
+  # ImageNet input.
   recipes.add_recipe(config, arg.recipe)
   config.data = data.imagenet(augment="autoaugment" if arg.recipe == "advanced" else "none")
   return config

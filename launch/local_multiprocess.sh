@@ -9,7 +9,7 @@
 # LOGDIR/process_i.log and its pid to LOGDIR/process_i.pid.
 #
 # At the end it prints one summary line per process (its FINAL / PREEMPTED / EVAL / ERROR
-# line, or the last line of its log) and exits with the run's status (README "Exit status"):
+# line, or the last line of its log) and exits with the run's status (docs/training.md, "Exit status"):
 # 0 all finished, 75 preempted (all saved; rerun the same command), else the status of the
 # process that failed first. Ctrl-C or SIGTERM to this script is passed on as SIGTERM (save,
 # then exit 75). When a process dies, the others stop by themselves within the coordination

@@ -20,8 +20,8 @@
 # The workdir must be a gs:// path: every worker reads the checkpoints and process 0 writes
 # them, and a TPU VM's disk does not outlive a preemption. Running the same command again
 # (after a preemption, maintenance or a failure) copies and installs again and resumes from the
-# workdir's latest checkpoint. This script's exit status is the remote run's (README: "Exit
-# status").
+# workdir's latest checkpoint. This script's exit status is the remote run's (docs/training.md:
+# "Exit status").
 set -euo pipefail
 
 DRY_RUN=0

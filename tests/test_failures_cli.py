@@ -1,4 +1,4 @@
-"""Failures as a user meets them, through `python -m vt_jax.main` (issue 12).
+"""Failures as a user meets them, through `python -m vt_jax.main`.
 
 A damaged newest checkpoint, every checkpoint damaged, a changed config over an existing
 workdir, errors that must stop the run before any work, SIGTERM and Ctrl-C, a read-only

@@ -300,6 +300,7 @@ if __name__ == "__main__":
                       "Input size in pixels: SIZE (square) or HEIGHTxWIDTH, e.g. 800x1216.")
   flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
   flags.DEFINE_bool("paper_table", False,
-                    "Print the README's paper-vs-vt_jax markdown tables (all model configs; "
+                    "Print the paper-vs-vt_jax markdown tables of docs/paper_vs_vt_jax.md and "
+                    "docs/segmentation.md (all model configs; "
                     "segmentation at Tables 9-10's input sizes).")
   app.run(main)

@@ -1,5 +1,5 @@
 """A damaged data file is named in the error; a bundled dataset says it is built, not
-downloaded (issue 12)."""
+downloaded."""
 
 import logging
 import os

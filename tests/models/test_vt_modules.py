@@ -1,4 +1,4 @@
-"""Properties of the VT modules (reference section 1)."""
+"""Properties of the VT modules (the paper's Sec. 3: Eqs. (1)-(5) and the ablation variants)."""
 
 import flax
 import jax

@@ -1,4 +1,4 @@
-"""Issue 12 in-process: the config-vs-saved-config rule, the ETA, signals, skipped examples."""
+"""Failures in-process: the config-vs-saved-config rule, the ETA, signals, skipped examples."""
 
 import json
 import logging

@@ -1,4 +1,4 @@
-"""The paper's segmentation setups (reference sections 2.2 and 4; Tables 9-10).
+"""The paper's segmentation setups (Sec. 4.2; Tables 9-10).
 
 One function serves the four files `configs/{fpn,vt_fpn}_r50_{cocostuff,lip}.py`, which differ
 only in the model and the dataset:

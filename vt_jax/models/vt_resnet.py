@@ -1,4 +1,4 @@
-"""VT-ResNet (reference section 2.1): ResNet stages 1-4, then VT modules as stage 5.
+"""VT-ResNet (the paper's Sec. 4.1): ResNet stages 1-4, then VT modules as stage 5.
 
 Stage 5 has as many VT modules as the ResNet's stage 5 had blocks (2 for R18,
 3 otherwise). The first module tokenizes with cfg.tokenizer (filter by
