@@ -3,10 +3,10 @@ r"""Quickstart: a small VT-ResNet-18 on the bundled `digits` (8x8 scans upsample
   python -m vt_jax.main --config=configs/quickstart.py --workdir=/tmp/qs
   python -m vt_jax.main --config=configs/quickstart.py --workdir=/tmp/qs --mode=eval
 
-Needs no download. On a CPU it trains and evaluates to >= 97% test top-1 (measured figures
-and wall clocks: README.md's Quickstart and docs/performance.md). The recipe is the paper's default (SGD momentum 0.9,
-staircase decay, wd 4e-5) shortened to a few epochs; the model is VT-ResNet-18 with
-1/8 of the paper's widths so a CPU can train it.
+Needs no download. On a CPU it trains and evaluates to >= 97% test top-1 (measured
+figures and wall clocks: README.md's Quickstart and docs/performance.md). The recipe is the
+paper's default (SGD momentum 0.9, staircase decay, wd 4e-5) shortened to a few epochs; the
+model is VT-ResNet-18 with 1/8 of the paper's widths so a CPU can train it.
   configs/quickstart.py:epochs=2   a shorter run (ARG fields below)
 """
 

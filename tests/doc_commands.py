@@ -41,8 +41,8 @@ What a new CLI must do to be covered: be runnable as `python -m vt_jax.<tool>` (
 `python benchmarks/<x>.py`), call `absl.app.run(main[, flags_parser=...])` (or argparse's
 `parse_args`) before doing any work, and define its flags at import time or in its
 `if __name__ == "__main__":` block (both are executed); show at least one example in
-README.md, docs/*.md or its docstring (test_every_cli_has_a_documented_example enforces this for vt_jax);
-optionally define `validate_config(config)` for checks beyond flag parsing. A launch script is
+README.md, docs/*.md or its docstring (test_every_cli_has_a_documented_example enforces this
+for vt_jax); optionally define `validate_config(config)` for checks beyond flag parsing. A launch script is
 covered once it accepts `--dry-run` as its first argument and prints each command it would run.
 """
 
@@ -273,7 +273,9 @@ def relative_links() -> list[tuple[str, str]]:
 def link_problem(source: str, target: str) -> str | None:
   """Why `target`, linked from the markdown file `source`, does not resolve (None if it does)."""
   file_part, _, anchor = target.partition("#")
-  linked = os.path.normpath(os.path.join(os.path.dirname(source), file_part)) if file_part else source
+  linked = source
+  if file_part:
+    linked = os.path.normpath(os.path.join(os.path.dirname(source), file_part))
   if not os.path.exists(os.path.join(ROOT, linked)):
     return f"{source}: link to {target}: {linked} does not exist"
   if anchor and linked.endswith(".md") and anchor not in _anchors(_read(linked)):

@@ -50,7 +50,7 @@ def test_imagenet_args_build_the_paper_models(arg):
   config = files.load(f"configs/ablations.py:{arg}")
   assert config.data.name == "imagenet2012" and config.model.num_classes == 1000
   models.create_model(config.model)
-  if arg == "data=imagenet":  # the paper's VT-R18 at 224 (README table: 1.544 GMACs)
+  if arg == "data=imagenet":  # the paper's VT-R18 at 224 (docs/paper_vs_vt_jax.md: 1.544 GMACs)
     assert profile.profile(config.model, 224)["macs"] == pytest.approx(1.544e9, rel=1e-3)
 
 
