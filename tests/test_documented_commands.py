@@ -297,3 +297,11 @@ def test_parse_only_fails_on_a_rotten_command(argv, message):
   result = parse_only(argv)
   assert result.returncode != 0 and _PARSED not in result.stdout
   assert message in result.stderr, result.stderr[-3000:]
+
+
+def test_readme_stays_a_page_that_starts_a_reader():
+  """The README starts a reader (what, status, install, quickstart, ...) in at most ~300
+  lines; the long reads belong in docs/*.md, linked from it."""
+  with open(os.path.join(ROOT, "README.md")) as f:
+    lines = f.read().splitlines()
+  assert len(lines) <= 300, f"README.md has {len(lines)} lines: move the details to docs/"
