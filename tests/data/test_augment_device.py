@@ -133,21 +133,21 @@ def test_randomness_is_keyed_by_seed_epoch_and_index(kind):
 
 
 def _keys(n):
-  return jax.vmap(lambda i: augment_device.example_key(0, 1, i))(jnp.arange(n))
+  return jax.jit(jax.vmap(lambda i: augment_device.example_key(0, 1, i)))(jnp.arange(n))
 
 
 def test_autoaugment_draws_every_sub_policy_uniformly_and_fires_at_its_probability():
   n = 10_000
   keys = _keys(n)
-  choice = np.asarray(jax.vmap(
-      lambda k: augment_device.sub_policy_choice('autoaugment', k))(keys))
+  choice = np.asarray(jax.jit(jax.vmap(
+      lambda k: augment_device.sub_policy_choice('autoaugment', k)))(keys))
   counts = np.bincount(choice, minlength=25)
   expected = n / 25
   # Binomial sd ~ 20 at 400: 5 sd.
   assert np.abs(counts - expected).max() < 100, counts
   plan = augment_device.make_plan('autoaugment', 8, 8)
-  rows = np.asarray(jax.vmap(lambda k: augment_device._policy_draws(  # pylint: disable=protected-access
-      'autoaugment', plan, jax.random.split(k)[1], 2)[0])(keys))
+  rows = np.asarray(jax.jit(jax.vmap(lambda k: augment_device._policy_draws(  # pylint: disable=protected-access
+      'autoaugment', plan, jax.random.split(k)[1], 2)[0]))(keys))
   for p, sub_policy in enumerate(augment.IMAGENET_POLICY):
     mine = rows[choice == p]
     for slot, (_, prob, _) in enumerate(sub_policy):
@@ -160,15 +160,15 @@ def test_randaugment_draws_every_op_uniformly_and_flips_half():
   n = 8_000
   keys = _keys(n)
   plan = augment_device.make_plan('randaugment', 8, 8)
-  rows = np.asarray(jax.vmap(lambda k: augment_device._policy_draws(  # pylint: disable=protected-access
-      'randaugment', plan, k, 2)[0])(keys))
+  rows = np.asarray(jax.jit(jax.vmap(lambda k: augment_device._policy_draws(  # pylint: disable=protected-access
+      'randaugment', plan, jax.random.split(k)[1], 2)[0]))(keys))
   for layer in range(2):
     counts = np.bincount(rows[:, layer] - 1, minlength=16)
     assert np.abs(counts - n / 16).max() < 5 * np.sqrt(n / 16), counts
   assert np.mean(rows[:, 0] == rows[:, 1]) < 0.1  # layers draw independently (1/16)
   image = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(1, 8, 8, 3)
-  flipped = jax.vmap(lambda k: jnp.array_equal(
-      augment_device.augment_one(image[0], k, kind='none', flip=True), image[0, :, ::-1]))(
+  flipped = jax.jit(jax.vmap(lambda k: jnp.array_equal(
+      augment_device.augment_one(image[0], k, kind='none', flip=True), image[0, :, ::-1])))(
           keys[:2000])
   assert abs(float(jnp.mean(flipped)) - 0.5) < 0.05
 
@@ -272,22 +272,21 @@ def test_eval_step_only_normalises_uint8_images():
     steps_lib.make_eval_step(model, mesh, shardings, False, task)(state, put(batch))
 
 
-def test_sub_policy_counts_helper_agrees_with_augment_one():
-  """sub_policy_choice reads the same draw augment_one applies: an example whose choice is
-  a sub-policy of two table ops that always fire (Equalize 1.0, AutoContrast 0.6 ...) is
-  changed exactly as that sub-policy changes it."""
+def test_sub_policy_choice_is_the_draw_augment_one_applies():
+  """sub_policy_choice reads the same draw augment_one applies: examples that drew
+  sub-policy 8, (Color 0.6 level 1, Equalize 1.0 level 2), come out equalized, colored
+  first or not, and nothing else."""
   image = _images(9, n=1, h=16, w=16)[0]
-  keys = _keys(200)
-  choice = np.asarray(jax.vmap(
-      lambda k: augment_device.sub_policy_choice('autoaugment', k))(keys))
-  seen = collections.Counter()
-  for key, c in zip(keys, choice):
-    if c != 8:  # (Color 0.6 level 1, Equalize 1.0 level 2): equalize always fires
-      continue
-    out = np.asarray(augment_device.augment_one(image, key, kind='autoaugment', flip=False))
-    expected = np.asarray(augment_device.apply_op(image, 'Equalize', 2))
-    colored = np.asarray(augment_device.apply_op(
-        augment_device.apply_op(image, 'Color', 1), 'Equalize', 2))
-    seen['plain' if np.array_equal(out, expected) else
-         'color' if np.array_equal(out, colored) else 'other'] += 1
+  keys = _keys(400)
+  choice = np.asarray(jax.jit(jax.vmap(
+      lambda k: augment_device.sub_policy_choice('autoaugment', k)))(keys))
+  outs = np.asarray(jax.jit(jax.vmap(lambda k: augment_device.augment_one(
+      image, k, kind='autoaugment', flip=False)))(keys[choice == 8]))
+  plain = np.asarray(augment_device.apply_op(image, 'Equalize', 2))
+  colored = np.asarray(augment_device.apply_op(
+      augment_device.apply_op(image, 'Color', 1), 'Equalize', 2))
+  # Color's fractional outputs differ in the last float32 bits when jitted.
+  seen = collections.Counter('plain' if np.array_equal(o, plain) else
+                             'color' if np.abs(o - colored).max() < 1e-3 else 'other'
+                             for o in outs)
   assert seen['other'] == 0 and seen['plain'] > 0 and seen['color'] > 0, seen

@@ -42,14 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-KINDS = ('none', 'autoaugment', 'randaugment')  # config.data.augment values, as the host's
-
-
-def _host():
-  """vt_jax.data.augment, whose policy tables the device path follows. Imported on first
-  use: it imports tensorflow, which the train step's module should not pay for."""
-  from vt_jax.data import augment  # pylint: disable=g-import-not-at-top
-  return augment
+from vt_jax.data import policies
+from vt_jax.data.policies import KINDS
 
 _MAX_LEVEL = 10.0
 _FILL = 128.0
@@ -306,15 +300,15 @@ def _policy_draws(kind: str, plan: Plan, key, num_layers: int):
   k_choice, k_fire, k_sign, k_cy, k_cx = jax.random.split(key, 5)
   if kind == 'autoaugment':
     slots = 2
-    choice = jax.random.randint(k_choice, (), 0, len(_host().IMAGENET_POLICY))
-    probs = jnp.asarray([prob for sub in _host().IMAGENET_POLICY
+    choice = jax.random.randint(k_choice, (), 0, len(policies.IMAGENET_POLICY))
+    probs = jnp.asarray([prob for sub in policies.IMAGENET_POLICY
                          for _, prob, _ in sub], jnp.float32)
     candidate = 1 + 2 * choice + jnp.arange(slots)  # table rows of the sub-policy
     fire = jax.random.uniform(k_fire, (slots,)) < probs[candidate - 1]
     rows = jnp.where(fire, candidate, 0)
   else:  # randaugment: every layer applies one uniformly drawn op
     slots = num_layers
-    rows = 1 + jax.random.randint(k_choice, (slots,), 0, len(_host().RANDAUGMENT_OPS))
+    rows = 1 + jax.random.randint(k_choice, (slots,), 0, len(policies.RANDAUGMENT_OPS))
     choice = rows[0] - 1
   signs = jax.random.bernoulli(k_sign, 0.5, (slots,))
   cy = jax.random.randint(k_cy, (slots,), 0, plan.h)
@@ -324,10 +318,10 @@ def _policy_draws(kind: str, plan: Plan, key, num_layers: int):
 
 def make_plan(kind: str, h: int, w: int, randaugment_magnitude: float = 9.0) -> Plan:
   if kind == 'autoaugment':
-    return Plan([(name, level) for sub in _host().IMAGENET_POLICY
+    return Plan([(name, level) for sub in policies.IMAGENET_POLICY
                  for name, _, level in sub], h, w)
   if kind == 'randaugment':
-    return Plan([(name, randaugment_magnitude) for name in _host().RANDAUGMENT_OPS],
+    return Plan([(name, randaugment_magnitude) for name in policies.RANDAUGMENT_OPS],
                 h, w)
   raise ValueError(f'config.data.augment={kind!r}: expected one of {list(KINDS)}')
 
