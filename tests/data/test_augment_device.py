@@ -216,7 +216,7 @@ def _step_setup(augment_device_on, kind='autoaugment'):
 def _uint8_batch():
   return {'image': _images(8, n=16, h=16, w=16),
           'label': (np.arange(16) % train_fakes.NUM_CLASSES).astype(np.int32),
-          'valid': np.ones(16, np.float32),
+          'valid': (np.arange(16) != 5).astype(np.float32),  # row 5: a bad example
           'epoch': np.full(16, 2, np.int32), 'index': np.arange(16, dtype=np.int32) * 3}
 
 
@@ -229,10 +229,11 @@ def test_train_step_augments_then_normalises_uint8_batches():
   _, on_device = step(init(jax.random.PRNGKey(0)),
                       jax.device_put(batch, sharding_lib.batch_sharding(mesh)))
 
-  images = jax.jit(lambda x, e, i: augment_device.normalise(augment_device.augment_batch(
-      x, e, i, config.seed, **_config('autoaugment')), config.data))(
-          batch['image'], batch['epoch'], batch['index'])
-  expected = dict(batch, image=np.asarray(images))
+  images = np.array(jax.jit(lambda x, e, i: augment_device.normalise(
+      augment_device.augment_batch(x, e, i, config.seed, **_config('autoaugment')),
+      config.data))(batch['image'], batch['epoch'], batch['index']))
+  images[batch['valid'] == 0] = 0.0  # a bad example's row, as the host sends it
+  expected = dict(batch, image=images)
   config_host, *_ = _step_setup(False)
   step_host = steps_lib.make_train_step(model, tx, config_host, 4, mesh, shardings)
   _, on_host = step_host(init(jax.random.PRNGKey(0)),
@@ -240,7 +241,9 @@ def test_train_step_augments_then_normalises_uint8_batches():
   for k in ('loss', 'grad_norm'):
     np.testing.assert_allclose(on_device[k], on_host[k], rtol=1e-5, err_msg=k)
   # Without the augmentation (plain normalised crops) the gradient differs.
-  plain = dict(batch, image=np.asarray(augment_device.normalise(batch['image'], config.data)))
+  plain = dict(batch, image=np.where(
+      batch['valid'][:, None, None, None] > 0,
+      np.asarray(augment_device.normalise(batch['image'], config.data)), 0.0))
   _, unaugmented = step_host(init(jax.random.PRNGKey(0)),
                              jax.device_put(plain, sharding_lib.batch_sharding(mesh)))
   assert abs(float(unaugmented['grad_norm']) / float(on_host['grad_norm']) - 1) > 1e-3
@@ -262,8 +265,9 @@ def test_eval_step_only_normalises_uint8_images():
   put = lambda b: jax.device_put(b, sharding_lib.batch_sharding(mesh))
   on_uint8 = steps_lib.make_eval_step(model, mesh, shardings, False, task,
                                       data_config=config.data)(state, put(batch))
-  normalised = dict(batch, image=np.asarray(augment_device.normalise(batch['image'],
-                                                                     config.data)))
+  images = np.array(augment_device.normalise(batch['image'], config.data))
+  images[batch['valid'] == 0] = 0.0  # padding rows, as the host sends them
+  normalised = dict(batch, image=images)
   on_float = steps_lib.make_eval_step(model, mesh, shardings, False, task)(state,
                                                                           put(normalised))
   for k in on_float:
@@ -290,3 +294,16 @@ def test_sub_policy_choice_is_the_draw_augment_one_applies():
                              'color' if np.abs(o - colored).max() < 1e-3 else 'other'
                              for o in outs)
   assert seen['other'] == 0 and seen['plain'] > 0 and seen['color'] > 0, seen
+
+
+def test_rows_with_valid_0_reach_the_model_as_zeros():
+  """Bad examples / eval padding: zeros after normalisation, as the host sends them (they
+  then add the same values to BatchNorm's batch statistics)."""
+  config, *_ = _step_setup(True)
+  batch = _uint8_batch()
+  train = np.asarray(jax.jit(lambda b: augment_device.train_images(b, config))(batch))
+  evaluated = np.asarray(jax.jit(lambda b: augment_device.eval_images(b, config.data))(batch))
+  for images in (train, evaluated):
+    assert (images[5] == 0).all() and (images[[4, 6]] != 0).mean() > 0.9
+  np.testing.assert_allclose(evaluated[4], augment_device.normalise(batch['image'][4],
+                                                                    config.data))

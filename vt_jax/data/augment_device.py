@@ -388,6 +388,14 @@ def normalise(images, data_config):
   return (images.astype(jnp.float32) - mean) / std
 
 
+def _zero_invalid_rows(images, batch):
+  """Rows with valid=0 (bad examples, eval padding) become 0 after normalisation, as the
+  host pipeline sends them, so they add the same zeros to BatchNorm's batch statistics."""
+  if 'valid' not in batch:
+    return images
+  return jnp.where((batch['valid'] > 0)[:, None, None, None], images, 0.0)
+
+
 def train_images(batch, config):
   """The model's input for a train batch of uint8 crops: augmented, normalised."""
   data = config.data
@@ -406,7 +414,7 @@ def train_images(batch, config):
       kind=data.augment, flip=_flips(data),
       randaugment_layers=int(data.get('randaugment_layers', 2)),
       randaugment_magnitude=float(data.get('randaugment_magnitude', 9.0)))
-  return normalise(images, data)
+  return _zero_invalid_rows(normalise(images, data), batch)
 
 
 def eval_images(batch, data_config):
@@ -419,4 +427,4 @@ def eval_images(batch, data_config):
     raise ValueError('a uint8 eval batch (config.data.augment_device=True) reached an eval '
                      'step built without data_config: pass data_config=config.data to '
                      'make_eval_step / make_predict_step')
-  return normalise(images, data_config)
+  return _zero_invalid_rows(normalise(images, data_config), batch)
