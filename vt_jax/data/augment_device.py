@@ -12,8 +12,12 @@ augmentation depends on nothing else (not the batch, the device or the process l
 The device draws are not the host's (different generators); the distributions are the
 same: the same sub-policies, probabilities, levels, signs and cutout positions.
 
-Why hand-written: no JAX library installed here ships these policies, and they must match
-the host ops of `vt_jax.data.augment` op by op.
+Why hand-written: no dependency of vt_jax ships these policies in JAX, and the ops must
+match the host ops of `vt_jax.data.augment` op by op: the same values for the table ops and
+cutout (AutoContrast's fractional outputs up to float32 division's last bit), within one
+grey level for the blends (float32 summation order), and the same pixels for the geometric
+ops except where a source coordinate lies on a half-pixel tie that TF's and XLA's float32
+arithmetic round to different neighbours (tests/data/test_augment_device.py).
 
 Fixed work per example, no branch per op. Each op of the policies is one of four kinds,
 each of which has an identity setting:
@@ -115,8 +119,12 @@ class Plan:
     self.matrix = np.zeros((n, 2, 6), np.float32)
     self.table_kind = np.zeros(n, np.int32)
     self.table = np.tile(np.arange(256, dtype=np.float32), (n, 1))
-    # Invert's table extends to fractional inputs (after a blend) exactly with slope -1:
-    # 255 - x. Other static tables read the integer part, as the host's equalize does.
+    # Tables are exact on integer inputs. A blend before the op (RandAugment, or Color ->
+    # Equalize in AutoAugment) leaves fractions: Invert stays exact with slope -1 (255 - x),
+    # Posterize and Equalize (which truncates on the host too) are exact on the integer
+    # part, Solarize / SolarizeAdd read the integer part: within one grey level, except a
+    # value in [threshold, ceil(threshold)) for Solarize's fractional thresholds, which the
+    # host inverts and the table keeps.
     self.table_slope = np.zeros(n, np.float32)
     self.blend_kind = np.zeros(n, np.int32)
     self.factor = np.ones(n, np.float32)
