@@ -307,3 +307,14 @@ def test_rows_with_valid_0_reach_the_model_as_zeros():
     assert (images[5] == 0).all() and (images[[4, 6]] != 0).mean() > 0.9
   np.testing.assert_allclose(evaluated[4], augment_device.normalise(batch['image'][4],
                                                                     config.data))
+
+
+@pytest.mark.parametrize('kind', ['autoaugment', 'randaugment'])
+def test_fixed_work_per_example_no_branches(kind):
+  """No cond / switch: every example runs the same ops, whichever sub-policy it drew."""
+  images = np.zeros((2, 16, 16, 3), np.uint8)
+  index = np.arange(2, dtype=np.int32)
+  jaxpr = str(jax.make_jaxpr(lambda x: augment_device.augment_batch(
+      x, index, index, 0, **_config(kind)))(images))
+  assert ' cond[' not in jaxpr and 'switch' not in jaxpr and 'while[' not in jaxpr
+  assert jaxpr.count('gather[') >= 2  # the op slots' resampling and table lookups
