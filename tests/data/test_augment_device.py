@@ -38,7 +38,7 @@ def _host_and_device(name, level, image, seed):
   """The host op `name` at `level` and the device op with the host's random draws."""
   seed = tf.constant(seed, tf.int64)
   host = augment._op(name, tf.constant(image, tf.float32), float(level), seed).numpy()  # pylint: disable=protected-access
-  sign = float(augment._signed(tf.constant(1.0), seed).numpy())  # pylint: disable=protected-access
+  sign = float(augment._signed(tf.constant(1.0), seed).numpy())
   h, w = image.shape[:2]
   cy = int(tf.random.stateless_uniform([], seed, 0, h, tf.int32))
   cx = int(tf.random.stateless_uniform([], seed + 1, 0, w, tf.int32))
@@ -146,7 +146,7 @@ def test_autoaugment_draws_every_sub_policy_uniformly_and_fires_at_its_probabili
   # Binomial sd ~ 20 at 400: 5 sd.
   assert np.abs(counts - expected).max() < 100, counts
   plan = augment_device.make_plan('autoaugment', 8, 8)
-  rows = np.asarray(jax.jit(jax.vmap(lambda k: augment_device._policy_draws(  # pylint: disable=protected-access
+  rows = np.asarray(jax.jit(jax.vmap(lambda k: augment_device.policy_draws(
       'autoaugment', plan, jax.random.split(k)[1], 2)[0]))(keys))
   for p, sub_policy in enumerate(augment.IMAGENET_POLICY):
     mine = rows[choice == p]
@@ -160,7 +160,7 @@ def test_randaugment_draws_every_op_uniformly_and_flips_half():
   n = 8_000
   keys = _keys(n)
   plan = augment_device.make_plan('randaugment', 8, 8)
-  rows = np.asarray(jax.jit(jax.vmap(lambda k: augment_device._policy_draws(  # pylint: disable=protected-access
+  rows = np.asarray(jax.jit(jax.vmap(lambda k: augment_device.policy_draws(
       'randaugment', plan, jax.random.split(k)[1], 2)[0]))(keys))
   for layer in range(2):
     counts = np.bincount(rows[:, layer] - 1, minlength=16)
@@ -180,8 +180,8 @@ def test_no_flip_for_resize_data_and_unknown_kind_names_the_field():
     out = augment_device.augment_batch(image, index, index + i, 0, **_config('none', False))
     np.testing.assert_array_equal(out, image)
   digits = ml_collections.ConfigDict(dict(preprocess='resize'))
-  assert not augment_device._flips(digits)  # pylint: disable=protected-access
-  assert augment_device._flips(ml_collections.ConfigDict(dict(preprocess='imagenet')))  # pylint: disable=protected-access
+  assert not augment_device.flips(digits)
+  assert augment_device.flips(ml_collections.ConfigDict(dict(preprocess='imagenet')))
   with pytest.raises(ValueError, match='config.data.augment'):
     augment_device.augment_batch(image, index, index, 0, **_config('autoaug'))
 

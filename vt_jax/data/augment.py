@@ -19,7 +19,7 @@ import math
 import tensorflow as tf
 
 # The policies' tables, shared with the device path (vt_jax.data.augment_device).
-from vt_jax.data.policies import IMAGENET_POLICY, KINDS, RANDAUGMENT_OPS  # pylint: disable=unused-import
+from vt_jax.data.policies import IMAGENET_POLICY, KINDS, RANDAUGMENT_OPS
 
 _MAX_LEVEL = 10.0
 _FILL = 128.0  # grey fill for pixels that geometric ops move in from outside

@@ -302,7 +302,7 @@ def example_key(seed, epoch, index):
   return jax.random.fold_in(jax.random.fold_in(key, epoch), index)
 
 
-def _policy_draws(kind: str, plan: Plan, key, num_layers: int):
+def policy_draws(kind: str, plan: Plan, key, num_layers: int):
   """-> (rows [S], signs [S], cy [S], cx [S], choice) for the S op slots of one example;
   choice is the AutoAugment sub-policy (RandAugment: the first layer's op)."""
   k_choice, k_fire, k_sign, k_cy, k_cx = jax.random.split(key, 5)
@@ -349,7 +349,7 @@ def augment_one(image, key, *, kind: str, flip: bool, randaugment_layers: int = 
   if kind == 'none':
     return x
   plan = make_plan(kind, x.shape[0], x.shape[1], randaugment_magnitude)
-  rows, signs, cy, cx, _ = _policy_draws(kind, plan, k_policy, randaugment_layers)
+  rows, signs, cy, cx, _ = policy_draws(kind, plan, k_policy, randaugment_layers)
   for s in range(rows.shape[0]):
     x = _slot(x, _slot_params(plan, rows[s], signs[s], cy[s], cx[s]), plan)
   return x
@@ -371,7 +371,7 @@ def augment_batch(images, epoch, index, seed, *, kind: str, flip: bool,
 def sub_policy_choice(kind: str, key, *, h: int = 8, w: int = 8, randaugment_layers: int = 2):
   """The sub-policy (AutoAugment) or first op (RandAugment) an example key draws."""
   plan = make_plan(kind, h, w)
-  return _policy_draws(kind, plan, jax.random.split(key)[1], randaugment_layers)[4]
+  return policy_draws(kind, plan, jax.random.split(key)[1], randaugment_layers)[4]
 
 
 # --- the train / eval step's view of config.data --------------------------------------------
@@ -382,7 +382,7 @@ def enabled(data_config) -> bool:
   return bool(data_config.get('augment_device', False))
 
 
-def _flips(data_config) -> bool:
+def flips(data_config) -> bool:
   """The host's rule: ImageNet-style train crops are mirrored, 'resize' data (digits)
   only when the config says so."""
   preprocess = data_config.get('preprocess', 'imagenet')
@@ -419,7 +419,7 @@ def train_images(batch, config):
                      'to augment on the host)')
   images = augment_batch(
       batch['image'], batch['epoch'], batch['index'], int(config.seed),
-      kind=data.augment, flip=_flips(data),
+      kind=data.augment, flip=flips(data),
       randaugment_layers=int(data.get('randaugment_layers', 2)),
       randaugment_magnitude=float(data.get('randaugment_magnitude', 9.0)))
   return _zero_invalid_rows(normalise(images, data), batch)
