@@ -255,6 +255,9 @@ def test_train_step_rejects_batches_without_epoch_and_index():
   step = steps_lib.make_train_step(model, tx, config, 4, mesh, shardings)
   with pytest.raises(ValueError, match=r"augment_device=True .* lacks \['epoch', 'index'\]"):
     step(init(jax.random.PRNGKey(0)), jax.device_put(batch, sharding_lib.batch_sharding(mesh)))
+  normalised = dict(_uint8_batch(), image=np.zeros((16, 16, 16, 3), np.float32))
+  with pytest.raises(ValueError, match='augment_device=True .* float32, not uint8'):
+    augment_device.train_images(normalised, config)
 
 
 def test_eval_step_only_normalises_uint8_images():

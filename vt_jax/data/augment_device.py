@@ -417,6 +417,10 @@ def train_images(batch, config):
                      f'{missing}: the input pipeline must emit uint8 images with each '
                      "example's epoch and index (set config.data.augment_device=False "
                      'to augment on the host)')
+  if batch['image'].dtype != jnp.uint8:
+    raise ValueError(f"config.data.augment_device=True but the train batch's images are "
+                     f"{batch['image'].dtype}, not uint8 crops: the input pipeline must send "
+                     'them unnormalised (or set config.data.augment_device=False)')
   images = augment_batch(
       batch['image'], batch['epoch'], batch['index'], int(config.seed),
       kind=data.augment, flip=flips(data),
