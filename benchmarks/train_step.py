@@ -4,6 +4,8 @@ r"""Train-step speed of ResNets and VT-ResNets against the device's matmul peak,
   python benchmarks/train_step.py --quick               # the same, fewer steps (< 10 min, 2 cores)
   python benchmarks/train_step.py --configs=resnet50,vt_r50 --dtypes=bfloat16 --batch=256 \
       --nobreakdown --json                              # a GPU run (see benchmarks/gpu_run.sh)
+  python benchmarks/train_step.py --configs=resnet50,vt_r50 --augment_device=autoaugment \
+      --nobreakdown                                     # + the device augmentation's share
 
 For each config (a name in configs/, optionally NAME:ARG) and dtype it prints:
   * the real train step (vt_jax.train.steps: forward, backward, optimizer, EMA) on a
@@ -12,6 +14,10 @@ For each config (a name in configs/, optionally NAME:ARG) and dtype it prints:
     (arguments + outputs + temporaries of the compiled step), and the process's CPU-seconds
     per step (all threads: on a shared machine a steadier yardstick than wall-clock);
   * VT vs ResNet of the same depth, same dtype, same run;
+  * with --augment_device=POLICY, each config's train step again with the flip and POLICY
+    applied in the step (config.data.augment_device; uint8 batch), timed in turn with the
+    plain step, and the augmentation's share of the augmented step: from the difference of
+    the two steps, and from the augmentation + normalisation timed alone;
   * with --breakdown, a per-stage table: each stage (stem, stages 2-4, stage 5 or the VT
     modules, head) forward+backward alone on its own input, seconds and FLOP/s each, next to
     its share of the MACs -- where wall-clock goes against where the MACs are; and, for a
@@ -22,7 +28,8 @@ on a GPU/TPU (or --peak_flops). Ratios measured in one run are what to quote: ab
 figures move with the machine's load. --json prints one object as the last line:
   {"peak_flops": ..., "runs": [{"model", "dtype", "batch", "resolution", "images_per_sec",
   "mfu"}, ...]}; with --breakdown, a ResNet's run also carries "vt_speedup_bound" (below).
-Needs no TensorFlow (no data pipeline; batches are synthetic).
+Needs no TensorFlow (no data pipeline; batches are synthetic), except --augment_device
+(the policies' tables live in vt_jax.data.augment, which imports it).
 """
 
 from __future__ import annotations
@@ -68,6 +75,9 @@ _QUICK = flags.DEFINE_bool("quick", False, "fewer timed steps (3) and a 1-call s
 _PEAK = flags.DEFINE_float("peak_flops", None, "FLOP/s that MFU is measured against "
                            "(default: measured matmul on CPU, nominal bfloat16 on GPU/TPU)")
 _JSON = flags.DEFINE_bool("json", False, "print one JSON object as the last line")
+_AUGMENT = flags.DEFINE_enum("augment_device", "none", ["none", "autoaugment", "randaugment"],
+                             "also time each train step with this policy and the flip on "
+                             "the device (config.data.augment_device) and print its share")
 _INTERLEAVE = flags.DEFINE_bool("interleave", True, "compile every config first, then time "
                                 "their steps in turn (A B A B ...), so load changes hit all "
                                 "alike; --nointerleave: one config at a time (less memory)")
@@ -127,6 +137,18 @@ def memory_bytes(compiled) -> float:
                + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
 
 
+def with_device_augment(config, policy: str) -> ml_collections.ConfigDict:
+  """A copy of `config` whose train step flips and augments uint8 batches itself."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.data.augment = policy
+  config.data.augment_device = True
+  return config
+
+
+def _device_augments(config) -> bool:
+  return bool(config.data.get("augment_device", False))
+
+
 def prepare_step(config) -> dict:
   """The real train step compiled for one synthetic batch, its state and the batch."""
   size, batch = _RESOLUTION.value, _BATCH.value
@@ -141,10 +163,13 @@ def prepare_step(config) -> dict:
   state = init(jax.random.PRNGKey(0))
   step = steps_lib.make_train_step(model, tx, config, 1000, mesh, shardings)
   rng = np.random.default_rng(0)
-  data = jax.device_put({
-      "image": rng.normal(size=(batch, size, size, 3)).astype(np.float32),
-      "label": rng.integers(0, config.model.num_classes, batch).astype(np.int32),
-      "valid": np.ones(batch, np.float32)}, sharding_lib.batch_sharding(mesh))
+  data = {"image": rng.normal(size=(batch, size, size, 3)).astype(np.float32),
+          "label": rng.integers(0, config.model.num_classes, batch).astype(np.int32),
+          "valid": np.ones(batch, np.float32)}
+  if _device_augments(config):  # what the host sends then: uint8 crops, epoch, index
+    data.update(image=rng.integers(0, 256, (batch, size, size, 3)).astype(np.uint8),
+                epoch=np.zeros(batch, np.int32), index=np.arange(batch, dtype=np.int32))
+  data = jax.device_put(data, sharding_lib.batch_sharding(mesh))
   # Wrapping the step in a donating jit inlines it (same shardings, same program) and gives
   # the compiled object: compile time alone, and XLA's memory estimate.
   start = time.perf_counter()
@@ -167,6 +192,31 @@ def time_step(prepared: dict) -> None:
     raise FloatingPointError(f"{prepared['name']}: non-finite loss in the benchmark step")
 
 
+def augment_alone_s(config, data, calls: int) -> float:
+  """Seconds of the device augmentation + normalisation of `data` alone (its own jit)."""
+  from vt_jax.data import augment_device  # pylint: disable=g-import-not-at-top
+  fn = jax.jit(lambda b: augment_device.train_images(b, config))
+  jax.block_until_ready(fn(data))
+  return timed(fn, data, calls=calls)
+
+
+def print_augment_shares(specs, plain, augmented, alone) -> list[dict]:
+  """The device augmentation's share of each augmented train step."""
+  print(f"device augmentation ({_AUGMENT.value} + flip, in the train step), batch "
+        f"{_BATCH.value}, {_RESOLUTION.value} px:")
+  print(f"  {'model':<12} {'step s':>8} {'+aug s':>8} {'share':>6} {'alone s':>8} "
+        f"{'share':>6}")
+  out = []
+  for spec, p, a, al in zip(specs, plain, augmented, alone):
+    share, alone_share = (a["step_s"] - p["step_s"]) / a["step_s"], al / a["step_s"]
+    print(f"  {spec:<12} {p['step_s']:>8.4f} {a['step_s']:>8.4f} {share:>6.1%} {al:>8.4f} "
+          f"{alone_share:>6.1%}", flush=True)
+    out.append(dict(policy=_AUGMENT.value, step_s=round(p["step_s"], 6),
+                    augmented_step_s=round(a["step_s"], 6), share=round(share, 4),
+                    alone_s=round(al, 6), alone_share=round(alone_share, 4)))
+  return out
+
+
 def step_figures(prepared: dict) -> dict:
   step_s = statistics.median(prepared["times"])
   return dict(images_per_sec=_BATCH.value / step_s, step_s=step_s,
@@ -184,14 +234,18 @@ def bench_steps(configs: list, steps: int) -> list[dict]:
       prepared = prepare_step(config)
       for _ in range(steps):
         time_step(prepared)
-      results.append(step_figures(prepared))
+      alone = (augment_alone_s(config, prepared["data"], max(steps, 3))
+               if _device_augments(config) else None)
+      results.append(dict(step_figures(prepared), augment_alone_s=alone))
       del prepared
     return results
   prepared = [prepare_step(config) for config in configs]
   for _ in range(steps):
     for p in prepared:
       time_step(p)
-  return [step_figures(p) for p in prepared]
+  alone = [augment_alone_s(c, p["data"], max(steps, 3)) if _device_augments(c) else None
+           for c, p in zip(configs, prepared)]
+  return [dict(step_figures(p), augment_alone_s=a) for p, a in zip(prepared, alone)]
 
 
 def stage_parts(model, config, x_shape) -> list[tuple[str, object, tuple]]:
@@ -341,7 +395,10 @@ def main(argv):
   for dtype in _DTYPES.value:
     configs = [load_config(spec, dtype) for spec in _CONFIGS.value]
     profs = [profile.profile(config.model, _RESOLUTION.value) for config in configs]
-    results = bench_steps(configs, steps) if _TRAIN_STEP.value else []
+    augmenting = _TRAIN_STEP.value and _AUGMENT.value != "none"
+    extra = [with_device_augment(c, _AUGMENT.value) for c in configs] if augmenting else []
+    results = bench_steps(configs + extra, steps) if _TRAIN_STEP.value else []
+    results, augmented = results[:len(configs)], results[len(configs):]
     for spec, prof, r in zip(_CONFIGS.value, profs, results):
       flops = 6 * prof["macs"] * r["images_per_sec"]
       run = dict(model=spec, dtype=dtype, batch=_BATCH.value, resolution=_RESOLUTION.value,
@@ -353,6 +410,11 @@ def main(argv):
             f"{flops / peak:>6.1%} {r['compile_s']:>9.1f} {r['memory_bytes'] / 2**20:>8.0f} "
             f"{ratio:>9} {r['cpu_s']:>10.2f}", flush=True)
       runs.append(run)
+    if augmenting:
+      shares = print_augment_shares(_CONFIGS.value, results, augmented,
+                                    [a["augment_alone_s"] for a in augmented])
+      for run, share in zip(runs[-len(configs):], shares):
+        run["augment_device"] = share
     if _BREAKDOWN.value:
       for spec, config, prof in zip(_CONFIGS.value, configs, profs):
         model = models.create_model(config.model)

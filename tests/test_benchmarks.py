@@ -22,9 +22,10 @@ assert not any(sys.modules.get(m) for m in ("tensorflow", "clu")), "TensorFlow w
 
 
 def test_train_step_benchmark_runs_without_tensorflow():
+  """Also with --augment_device: the device augmentation needs no TensorFlow either."""
   out = subprocess.run(
       [sys.executable, "-c", _RUN_WITHOUT_TF, "--configs=quickstart:width=4",
-       "--resolution=32", "--batch=8", "--steps=1", "--json"],
+       "--resolution=32", "--batch=8", "--steps=1", "--json", "--augment_device=autoaugment"],
       cwd=ROOT, capture_output=True, text=True, timeout=600,
       env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert out.returncode == 0, out.stderr[-3000:]
@@ -32,10 +33,15 @@ def test_train_step_benchmark_runs_without_tensorflow():
   result = json.loads(lines[-1])
   assert set(result) == {"peak_flops", "runs"} and result["peak_flops"] > 0
   (run,) = result["runs"]
-  assert set(run) == {"model", "dtype", "batch", "resolution", "images_per_sec", "mfu"}
+  assert set(run) == {"model", "dtype", "batch", "resolution", "images_per_sec", "mfu",
+                      "augment_device"}
   assert (run["model"], run["dtype"], run["batch"], run["resolution"]) == (
       "quickstart:width=4", "float32", 8, 32)
   assert run["images_per_sec"] > 0 and run["mfu"] > 0
+  aug = run["augment_device"]
+  assert aug["policy"] == "autoaugment" and aug["augmented_step_s"] > 0 and aug["alone_s"] > 0
+  assert abs(aug["alone_share"] - aug["alone_s"] / aug["augmented_step_s"]) < 1e-3
+  assert any(line.startswith("device augmentation (autoaugment + flip") for line in lines)
   # The per-stage breakdown covers every stage of the profile.
   assert all(any(line.strip().startswith(s) for line in lines) for s in ("stage1", "stage5", "head"))
 

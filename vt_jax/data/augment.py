@@ -18,6 +18,9 @@ import math
 
 import tensorflow as tf
 
+# The policies' tables, shared with the device path (vt_jax.data.augment_device).
+from vt_jax.data.policies import IMAGENET_POLICY, KINDS, RANDAUGMENT_OPS
+
 _MAX_LEVEL = 10.0
 _FILL = 128.0  # grey fill for pixels that geometric ops move in from outside
 
@@ -174,42 +177,6 @@ def _op(name: str, image, level: float, seed):
   return ops[name]()
 
 
-# ImageNet policy of AutoAugment (Cubuk et al. 2019, as used for EfficientNet):
-# 25 sub-policies of two (op, probability, level).
-IMAGENET_POLICY = (
-    (('Equalize', 0.8, 1), ('ShearY', 0.8, 4)),
-    (('Color', 0.4, 9), ('Equalize', 0.6, 3)),
-    (('Color', 0.4, 1), ('Rotate', 0.6, 8)),
-    (('Solarize', 0.8, 3), ('Equalize', 0.4, 7)),
-    (('Solarize', 0.4, 2), ('Solarize', 0.6, 2)),
-    (('Color', 0.2, 0), ('Equalize', 0.8, 8)),
-    (('Equalize', 0.4, 8), ('SolarizeAdd', 0.8, 3)),
-    (('ShearX', 0.2, 9), ('Rotate', 0.6, 8)),
-    (('Color', 0.6, 1), ('Equalize', 1.0, 2)),
-    (('Invert', 0.4, 9), ('Rotate', 0.6, 0)),
-    (('Equalize', 1.0, 9), ('ShearY', 0.6, 3)),
-    (('Color', 0.4, 7), ('Equalize', 0.6, 0)),
-    (('Posterize', 0.4, 6), ('AutoContrast', 0.4, 7)),
-    (('Solarize', 0.6, 8), ('Color', 0.6, 9)),
-    (('Solarize', 0.2, 4), ('Rotate', 0.8, 9)),
-    (('Rotate', 1.0, 7), ('TranslateY', 0.8, 9)),
-    (('ShearX', 0.0, 0), ('Solarize', 0.8, 4)),
-    (('ShearY', 0.8, 0), ('Color', 0.6, 4)),
-    (('Color', 1.0, 0), ('Rotate', 0.6, 2)),
-    (('Equalize', 0.8, 4), ('Equalize', 0.0, 8)),
-    (('Equalize', 1.0, 4), ('AutoContrast', 0.6, 2)),
-    (('ShearY', 0.4, 7), ('SolarizeAdd', 0.6, 7)),
-    (('Posterize', 0.8, 2), ('Solarize', 0.6, 10)),
-    (('Solarize', 0.6, 8), ('Equalize', 0.6, 1)),
-    (('Color', 0.8, 6), ('Rotate', 0.4, 5)),
-)
-
-RANDAUGMENT_OPS = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize',
-                   'Solarize', 'Color', 'Contrast', 'Brightness', 'Sharpness',
-                   'ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'Cutout',
-                   'SolarizeAdd')
-
-
 def autoaugment(image, seed):
   """One uniformly chosen ImageNet sub-policy; each op fires with its prob."""
   seeds = tf.random.experimental.stateless_split(seed, num=5)
@@ -240,9 +207,6 @@ def randaugment(image, seed, num_layers: int = 2, magnitude: float = 9.0):
         (lambda n=name, im=image, s=seeds[2 * i + 1]: _op(n, im, magnitude, s))
         for name in RANDAUGMENT_OPS])
   return image
-
-
-KINDS = ('none', 'autoaugment', 'randaugment')  # config.data.augment values
 
 
 def apply(kind: str, image, seed, *, randaugment_layers: int = 2,

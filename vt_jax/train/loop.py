@@ -57,11 +57,13 @@ class _Setup:
     self.abstract_state = ckpt_lib.abstract_like(shapes, self.shardings)
     self.manager = ckpt_lib.make_manager(workdir, config, read_only=read_only)
     self.eval_step = steps_lib.make_eval_step(self.model, self.mesh, self.shardings,
-                                              use_ema=config.ema_decay > 0, task=self.task)
+                                              use_ema=config.ema_decay > 0, task=self.task,
+                                              data_config=config.data)
     self.num_pictures = min(self.task.num_pictures, config.eval_batch_size)
     if self.num_pictures:
       self.predict_step = steps_lib.make_predict_step(self.model, self.mesh, self.shardings,
-                                                      self.task, self.num_pictures)
+                                                      self.task, self.num_pictures,
+                                                      data_config=config.data)
     self.workdir = workdir
     self.config = config
 

@@ -17,6 +17,7 @@ import ml_collections
 import optax
 
 from vt_jax import tasks as tasks_lib
+from vt_jax.data import augment_device
 from vt_jax.train import optim
 from vt_jax.train import sharding as sharding_lib
 from vt_jax.train.state import TrainState
@@ -41,6 +42,8 @@ def make_train_step(model, tx, config: ml_collections.ConfigDict, spe: int, mesh
   def step_fn(state: TrainState, batch, teacher_variables):
     rng = jax.random.fold_in(state.rng, state.step)
     images = batch["image"]
+    if augment_device.enabled(config.data):  # uint8 crops: flip + policy + normalise here
+      images = augment_device.train_images(batch, config)
 
     def loss_fn(params):
       logits, new_vars = model.apply(
@@ -88,20 +91,23 @@ def make_train_step(model, tx, config: ml_collections.ConfigDict, spe: int, mesh
   return lambda state, batch: jitted(state, batch, teacher_variables)
 
 
-def make_eval_step(model, mesh, state_shardings, use_ema: bool, task) -> Callable:
+def make_eval_step(model, mesh, state_shardings, use_ema: bool, task,
+                   data_config=None) -> Callable:
   """Returns eval_step(state, batch) -> the task's eval sums of the batch, jitted.
 
   Rows with valid=0 (padding of the last eval batch) count nowhere, so summing over all
-  batches counts every eval example exactly once.
+  batches counts every eval example exactly once. uint8 images (config.data.augment_device)
+  are normalised with data_config's mean/std; float ones come normalised.
   """
 
   def step_fn(state: TrainState, batch):
+    images = augment_device.eval_images(batch, data_config)
     logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                         batch["image"], train=False)
+                         images, train=False)
     sums = task.eval_sums(logits, batch)
     if use_ema:
       ema_logits = model.apply({"params": state.ema_params, "batch_stats": state.ema_batch_stats},
-                               batch["image"], train=False)
+                               images, train=False)
       sums.update(task.eval_sums(ema_logits, batch, ema=True))
     return sums
 
@@ -109,16 +115,18 @@ def make_eval_step(model, mesh, state_shardings, use_ema: bool, task) -> Callabl
                  out_shardings=sharding_lib.replicated(mesh))
 
 
-def make_predict_step(model, mesh, state_shardings, task, num: int) -> Callable:
+def make_predict_step(model, mesh, state_shardings, task, num: int,
+                      data_config=None) -> Callable:
   """Returns predict(state, batch) -> (first `num` rows of batch, their predictions).
 
   Outputs are replicated, so every process can read them (pictures on process 0).
+  data_config: as make_eval_step's.
   """
 
   def step_fn(state: TrainState, batch):
     rows = {k: v[:num] for k, v in batch.items()}
     logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                         rows["image"], train=False)
+                         augment_device.eval_images(rows, data_config), train=False)
     return rows, task.prediction(logits)
 
   return jax.jit(step_fn, in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh)),
