@@ -7,9 +7,7 @@ so state.step alone resumes the input pipeline exactly.
 from __future__ import annotations
 
 import json
-import logging as py_logging
 import os
-import sys
 import time
 from typing import Any, NamedTuple
 
@@ -88,54 +86,6 @@ def abstract_like(state_shapes, shardings):
                       state_shapes, shardings)
 
 
-class _DropFailedReadFutures(py_logging.Filter):
-  """Drops asyncio's 'Future/Task exception was never retrieved' records of tensorstore reads.
-
-  When one read of a restore fails, orbax abandons the restore's other pending reads; those
-  that fail too (the same damaged checkpoint) are garbage-collected later and asyncio logs
-  each one with its traceback: 0-70 lines after the restore's own error, depending on
-  timing. They repeat what the restore's exception already says, so only these records --
-  an unretrieved ValueError from tensorstore ("Error opening"/"Error reading") -- are
-  dropped; every other asyncio record passes.
-  """
-
-  def filter(self, record: py_logging.LogRecord) -> bool:
-    if not str(record.msg).startswith(("Future exception was never retrieved",
-                                        "Task exception was never retrieved")):
-      return True
-    exc = record.exc_info[1] if record.exc_info else None
-    text = str(exc) if exc is not None else ""
-    return not (isinstance(exc, ValueError) and ("Error opening" in text or
-                                                  "Error reading" in text))
-
-
-def _ignore_closed_loop_callbacks() -> None:
-  """Drops the noise a failed orbax restore leaves behind (it carries no information).
-
-  When a read fails, orbax closes its asyncio loop while tensorstore still completes the
-  other pending reads; each completion calls `loop.call_soon_threadsafe` and Python reports
-  the RuntimeError through sys.unraisablehook, hundreds of traceback lines per failed
-  restore. They carry no information (the restore's own exception does), so that one
-  error is dropped; every other unraisable error still reaches the previous hook. The
-  abandoned reads' own failures, which asyncio logs, are dropped by _DropFailedReadFutures.
-  """
-  asyncio_logger = py_logging.getLogger("asyncio")
-  if not any(isinstance(f, _DropFailedReadFutures) for f in asyncio_logger.filters):
-    asyncio_logger.addFilter(_DropFailedReadFutures())
-  previous = sys.unraisablehook
-  if getattr(previous, "_vt_jax_closed_loop_filter", False):
-    return
-
-  def hook(unraisable):
-    exc = unraisable.exc_value
-    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
-      return
-    previous(unraisable)
-
-  hook._vt_jax_closed_loop_filter = True  # pylint: disable=protected-access
-  sys.unraisablehook = hook
-
-
 def _first_line(e: BaseException, limit: int = 300) -> str:
   text = str(e).strip().splitlines()[0] if str(e).strip() else ""
   return f"{type(e).__name__}: {text[:limit]}"
@@ -189,8 +139,9 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, step: int | N
   save those steps again; nothing is ever deleted. If no checkpoint is readable this raises
   CheckpointError naming each step, its error and the ways out (nothing is moved then:
   a wholly unreadable directory is more likely a wrong config or directory than damage).
+  The tracebacks a failed read's abandoned reads leave behind are the CLI's to filter
+  (vt_jax/runtime.py); this function changes no hook or log filter of the process.
   """
-  _ignore_closed_loop_callbacks()
   steps = sorted(manager.all_steps(), reverse=True)
   if step is not None:
     if step not in steps:
