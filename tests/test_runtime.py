@@ -106,6 +106,8 @@ def test_console_shows_own_info_and_everyones_warnings():
                  "NumPy with the field `FeatureConnector.np_dtype`")
   assert not keep.filter(_record("absl", logging.WARNING, tfds, deprecation))
   assert keep.filter(_record("absl", logging.WARNING, own, deprecation))  # not tfds's: shown
+  assert not keep.filter(_record("absl", logging.WARNING, orbax,
+                                 "Given directory is read only=/w/checkpoints"))
 
 
 def test_abandoned_io_leftovers_are_dropped_from_the_asyncio_log():

@@ -14,11 +14,12 @@ program wants of its process belongs to the program, so `python -m vt_jax.main`,
   * TensorFlow's C++ INFO lines off: TF_CPP_MIN_LOG_LEVEL=1 unless the command line asks
     for --verbosity (a TF_CPP_MIN_LOG_LEVEL of your own wins).
   * The console: absl's handler shows INFO lines only from vt_jax's own modules (orbax, tfds,
-    jax... show theirs with --verbosity); warnings pass from everyone. Known noise that
-    repeats an error vt_jax reports in one message is dropped: asyncio's log of the
-    abandoned tensorstore reads and writes of a failed restore or save, the "Event loop is
-    closed" errors their late completions raise, and tfds's `FeatureConnector.dtype`
-    deprecation warning (tfds's own code reads the field).
+    jax... show theirs with --verbosity); warnings pass from everyone but a few that say
+    nothing the user can act on: tfds's `FeatureConnector.dtype` deprecation warning (tfds's
+    own code reads the field) and orbax restating the read-only options vt_jax's readers
+    ask for. Noise that repeats an error vt_jax reports in one message is dropped too:
+    asyncio's log of the abandoned tensorstore reads and writes of a failed restore or save,
+    and the "Event loop is closed" errors their late completions raise.
 
 `setup_tensorflow()` is separate, for the programs that read data through tf.data: it imports
 TensorFlow without its start-up lines (TensorFlow 2.21 prints "oneDNN custom operations are
@@ -141,7 +142,7 @@ class OnlyOwnInfo(py_logging.Filter):
 
   def filter(self, record: py_logging.LogRecord) -> bool:
     if record.levelno >= py_logging.WARNING:
-      return not _is_tfds_dtype_deprecation(record)
+      return not _is_known_noise(record)
     return record.pathname.startswith(_PACKAGE_DIR) or _verbosity_flag_present()
 
 
@@ -153,10 +154,22 @@ def _verbosity_flag_present() -> bool:
     return False
 
 
-def _is_tfds_dtype_deprecation(record: py_logging.LogRecord) -> bool:
-  # tfds's own decoding reads FeatureConnector.dtype and warns about it (up to 10 times):
-  # nothing the user can change.
-  return "tensorflow_datasets" in record.pathname and ".dtype` is deprecated" in str(record.msg)
+# Warnings that tell the user nothing they can act on: (a path fragment of the library's
+# module, the message's start).
+_KNOWN_NOISE = (
+    # tfds's own decoding reads FeatureConnector.dtype and warns about it, per eval.
+    ("tensorflow_datasets", "`FeatureConnector.dtype` is deprecated"),
+    ("tensorflow_datasets", "`TensorInfo.dtype` is deprecated"),
+    # orbax restating the read-only options vt_jax's readers (eval, analysis) ask for.
+    ("orbax", "Given directory is read only"),
+    ("orbax", "CheckpointManagerOptions.read_only=True, setting"),
+)
+
+
+def _is_known_noise(record: py_logging.LogRecord) -> bool:
+  message = str(record.msg)
+  return any(where in record.pathname and message.startswith(start)
+             for where, start in _KNOWN_NOISE)
 
 
 _ABANDONED_IO = ("Error opening", "Error reading", "Error writing", "No space left",
