@@ -123,6 +123,7 @@ def test_abandoned_io_leftovers_are_dropped_from_the_asyncio_log():
   assert not passes("Task exception was never retrieved\nfuture: <Task ...>", read_error)
   assert not passes("Future exception was never retrieved\nfuture: <Future ...>", read_error)
   assert not passes("Task exception was never retrieved", disk_full)
+  assert not passes("_GatheringFuture exception was never retrieved\nfuture: <...>", disk_full)
   assert not passes("Task exception was never retrieved", OSError(28, "No space left on device"))
   assert passes("Task exception was never retrieved", ValueError("a bug elsewhere"))
   assert passes("Task exception was never retrieved", RuntimeError("Error opening x"))

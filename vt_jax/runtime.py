@@ -19,7 +19,8 @@ program wants of its process belongs to the program, so `python -m vt_jax.main`,
     own code reads the field) and orbax restating the read-only options vt_jax's readers
     ask for. Noise that repeats an error vt_jax reports in one message is dropped too:
     asyncio's log of the abandoned tensorstore reads and writes of a failed restore or save,
-    and the "Event loop is closed" errors their late completions raise.
+    and the "Event loop is closed" errors their late completions raise, and orbax's own
+    tracebacks of such a failure in its background threads.
 
 `setup_tensorflow()` is separate, for the programs that read data through tf.data: it imports
 TensorFlow without its start-up lines (TensorFlow 2.21 prints "oneDNN custom operations are
@@ -137,13 +138,15 @@ def setup_tensorflow() -> None:
 
 
 class OnlyOwnInfo(py_logging.Filter):
-  """Keeps WARNING and above from everyone, INFO and below only from vt_jax's own modules,
-  and everything once absl's --verbosity was given on the command line."""
+  """Keeps WARNING and above from everyone (but the known noise below), INFO and below only
+  from vt_jax's own modules; everything once absl's --verbosity was given."""
 
   def filter(self, record: py_logging.LogRecord) -> bool:
+    if _verbosity_flag_present():
+      return True
     if record.levelno >= py_logging.WARNING:
       return not _is_known_noise(record)
-    return record.pathname.startswith(_PACKAGE_DIR) or _verbosity_flag_present()
+    return record.pathname.startswith(_PACKAGE_DIR)
 
 
 def _verbosity_flag_present() -> bool:
@@ -168,8 +171,21 @@ _KNOWN_NOISE = (
 
 def _is_known_noise(record: py_logging.LogRecord) -> bool:
   message = str(record.msg)
-  return any(where in record.pathname and message.startswith(start)
-             for where, start in _KNOWN_NOISE)
+  if any(where in record.pathname and message.startswith(start)
+         for where, start in _KNOWN_NOISE):
+    return True
+  # orbax's own ERROR records (each with a traceback, from three threads) of a write or read
+  # that failed in its background threads: vt_jax reports that failure as one
+  # CheckpointError naming the step, the directory and the way out.
+  return f"{os.sep}orbax{os.sep}" in record.pathname and _is_io_failure(record)
+
+
+def _is_io_failure(record: py_logging.LogRecord) -> bool:
+  exc = record.exc_info[1] if record.exc_info else None
+  texts = [str(record.msg)]
+  if isinstance(exc, (ValueError, OSError)):
+    texts.append(str(exc))
+  return any(marker in text for text in texts for marker in _ABANDONED_IO)
 
 
 _ABANDONED_IO = ("Error opening", "Error reading", "Error writing", "No space left",
@@ -177,7 +193,7 @@ _ABANDONED_IO = ("Error opening", "Error reading", "Error writing", "No space le
 
 
 class DropAbandonedIoFutures(py_logging.Filter):
-  """Drops asyncio's 'Future/Task exception was never retrieved' records of tensorstore I/O.
+  """Drops asyncio's '... exception was never retrieved' records of tensorstore I/O.
 
   When one read of a restore (or one write of an asynchronous save) fails, orbax abandons the
   other pending reads or writes; those that fail too (the same damaged checkpoint, the same
@@ -188,8 +204,8 @@ class DropAbandonedIoFutures(py_logging.Filter):
   """
 
   def filter(self, record: py_logging.LogRecord) -> bool:
-    if not str(record.msg).startswith(("Future exception was never retrieved",
-                                        "Task exception was never retrieved")):
+    # "Task/Future/_GatheringFuture exception was never retrieved", whichever future it was
+    if "exception was never retrieved" not in str(record.msg).split("\n", 1)[0]:
       return True
     exc = record.exc_info[1] if record.exc_info else None
     text = str(exc) if exc is not None else ""

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
+import weakref
 from typing import Any, NamedTuple
 
 import jax
@@ -50,34 +52,54 @@ def make_manager(workdir: str, config: ml_collections.ConfigDict | None = None,
                                item_names=("state",))
 
 
+def _os_reason(e: BaseException) -> str | None:
+  """The operating system's reason inside an orbax/tensorstore error, e.g. 'No space left on
+  device', which their long first lines push past any sensible cut."""
+  if isinstance(e, OSError) and e.strerror:
+    return e.strerror
+  found = re.search(r"\[OS error \d+: ([^\]]+)\]|(No space left on device|Disk quota exceeded|"
+                    r"File too large|Read-only file system|Permission denied)", str(e))
+  return (found.group(1) or found.group(2)) if found else None
+
+
 def _save_failed(manager, step, e) -> CheckpointError:
+  reason = _os_reason(e)
   return CheckpointError(
-      f"could not save the checkpoint for step {step} in {manager.directory} "
-      f"({_first_line(e)}); check that the directory is writable and has free space, then "
-      "run the same command again: it resumes from the newest readable checkpoint")
+      f"could not save the checkpoint for step {step} in {manager.directory}"
+      + (f": {reason}" if reason else "") + ". Free space there (or make it writable), then "
+      "run the same command again: it resumes from the newest readable checkpoint. "
+      f"({_first_line(e)})")
+
+
+# The step of each manager's asynchronous save in flight: its failure surfaces only at the
+# next save or wait, and the message must name the step that failed, not the next one.
+_IN_FLIGHT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def save(manager: ocp.CheckpointManager, state, score: float | None = None) -> None:
   """Saves `state` at its step (asynchronously when configured); score ranks 'best'.
 
-  Raises CheckpointError naming the step and directory (an async save's failure surfaces
-  here at the next save, or in `wait_until_finished`).
+  Raises CheckpointError naming the step and directory. An async save's failure surfaces
+  here at the next save (or in `wait_until_finished`), and names the step that failed.
   """
   step = int(jax.device_get(state.step))
+  wait_until_finished(manager)  # what manager.save does first, with the failed step named
   metrics = {"score": float(score)} if score is not None else None
   try:
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
                  metrics=metrics, force=True)
   except Exception as e:  # noqa: BLE001 -- orbax/tensorstore/OS errors alike: one message
     raise _save_failed(manager, step, e) from e
+  _IN_FLIGHT[manager] = step  # done already when saving synchronously: then nothing fails
 
 
 def wait_until_finished(manager: ocp.CheckpointManager) -> None:
-  """Waits for the pending async save; its failure becomes a CheckpointError."""
+  """Waits for the pending async save; its failure becomes a CheckpointError naming its step."""
+  step = _IN_FLIGHT.pop(manager, None)
   try:
     manager.wait_until_finished()
   except Exception as e:  # noqa: BLE001 -- see save()
-    raise _save_failed(manager, manager.latest_step(), e) from e
+    raise _save_failed(manager, manager.latest_step() if step is None else step, e) from e
 
 
 def abstract_like(state_shapes, shardings):
