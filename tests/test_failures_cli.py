@@ -307,3 +307,28 @@ def test_full_disk_is_one_message_naming_the_failed_step_and_resume_after_freein
   assert (out / "2.rc").read_text().strip() == "0", stderr[-3000:]
   assert "resumed from the checkpoint at step 4" in stderr
   assert _without_time(_tagged((out / "2.out").read_text(), "FINAL")) == _without_time(summary)
+
+
+def test_eval_needs_only_the_workdir(finished, env, tmp_path):
+  workdir, summary, _ = finished
+  copy = _copy(workdir, tmp_path)
+  result = _main(env, f"--workdir={copy}", "--mode=eval")  # no --config: DIR/config.json
+  assert result.returncode == 0, result.stderr[-3000:]
+  evaluated = _tagged(result.stdout, "EVAL")
+  assert evaluated["step"] == 12 and evaluated["top1"] == pytest.approx(summary["top1"])
+  assert f"saved config {copy / 'config.json'}" in result.stderr
+
+
+def test_train_without_config_is_one_clear_error(env, tmp_path):
+  workdir = tmp_path / "w"
+  result = _main(env, f"--workdir={workdir}", timeout=300)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "--config is required for --mode=train" in result.stderr
+  assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) < 5
+  assert not workdir.exists()
+  (workdir / "checkpoints").mkdir(parents=True)  # eval of a directory without config.json
+  (workdir / "checkpoints" / "4").mkdir()
+  result = _main(env, f"--workdir={workdir}", "--mode=eval", timeout=300)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert f"{workdir / 'config.json'} does not exist" in result.stderr
+  assert "pass --config=FILE" in result.stderr and "Traceback" not in result.stderr
