@@ -159,7 +159,7 @@ def main(argv) -> None:
     config = _CONFIG.value
   except (OSError, SyntaxError) as e:  # config_flags loads the file lazily
     _fail(f"--config: {e}", EXIT_USER_ERROR)
-  runtime.setup_tensorflow()  # the input pipeline's TF: quiet, off the accelerators
+  runtime.import_tensorflow()  # before the modules below import it: no start-up lines
   from vt_jax.train import preflight  # pylint: disable=g-import-not-at-top
   from vt_jax.train import run_config  # pylint: disable=g-import-not-at-top
   try:
@@ -180,6 +180,7 @@ def main(argv) -> None:
                    "(vt_jax/host_allocator.py; %s=0 turns this off)", host_allocator.ENV_SWITCH)
     _init_distributed()
     compile_cache.enable()
+    runtime.setup_tensorflow()  # the input pipeline's TF: off the accelerators JAX uses
     preflight.check_config(config, workdir, _MODE.value)
   except ValueError as e:  # validate_config's and preflight's errors: all about the input
     _fail(str(e), EXIT_USER_ERROR)

@@ -23,9 +23,9 @@ program wants of its process belongs to the program, so `python -m vt_jax.main`,
     tracebacks of such a failure in its background threads.
 
 `setup_tensorflow()` is separate, for the programs that read data through tf.data: it imports
-TensorFlow without its start-up lines (TensorFlow 2.21 prints "oneDNN custom operations are
-on" twice, at INFO level, before it reads TF_CPP_MIN_LOG_LEVEL) and keeps it from taking the
-accelerator memory JAX uses.
+TensorFlow without its start-up lines (`import_tensorflow()`: TensorFlow 2.21 prints "oneDNN
+custom operations are on" twice, at INFO level, before it reads TF_CPP_MIN_LOG_LEVEL) and
+keeps it from taking the accelerator memory JAX uses.
 The persistent compilation cache of `python -m vt_jax.main` is vt_jax/train/compile_cache.py
 (its flags are defined by the entry point that wants them).
 
@@ -115,17 +115,22 @@ def _import_without_startup_lines(name: str):
         sys.stderr.flush()
 
 
-def setup_tensorflow() -> None:
-  """Imports TensorFlow (quietly unless --verbosity) and keeps it off the GPUs.
-
-  tf.data runs on the host: TensorFlow must not take the accelerator memory JAX uses. Call
-  it before TensorFlow is imported or runs anything (it then cannot change its devices).
-  """
+def import_tensorflow():
+  """Imports TensorFlow without its start-up lines (all of them with --verbosity)."""
   verbose = verbosity_given(sys.argv) if _verbose is None else _verbose
   if "tensorflow" in sys.modules or verbose:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top -- only tf.data users need it
-  else:
-    tf = _import_without_startup_lines("tensorflow")
+    return tf
+  return _import_without_startup_lines("tensorflow")
+
+
+def setup_tensorflow() -> None:
+  """Imports TensorFlow (see import_tensorflow) and keeps it off the GPUs.
+
+  tf.data runs on the host: TensorFlow must not take the accelerator memory JAX uses. Call
+  it before TensorFlow runs anything (it then cannot change its devices any more).
+  """
+  tf = import_tensorflow()
   try:
     tf.config.set_visible_devices([], "GPU")
   except RuntimeError as e:
