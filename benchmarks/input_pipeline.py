@@ -32,6 +32,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
+from vt_jax import runtime  # pylint: disable=g-import-not-at-top
 from vt_jax.config_lib import data as data_configs  # pylint: disable=g-import-not-at-top
 from vt_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 from vt_jax.data import testing as synthetic  # pylint: disable=g-import-not-at-top
@@ -66,6 +67,8 @@ def _time(cfg, threads: int, batch: int, batches: int) -> float:
 
 def main(argv):
   del argv
+  runtime.setup()  # the tools' console
+  runtime.setup_tensorflow()  # as a training run's input pipeline
   data_dir = _DATA_DIR.value or tempfile.mkdtemp(prefix='vt_jax_bench_')
   name = f'{synthetic.NAME}/bench'
   tfds.builder(name, data_dir=data_dir).download_and_prepare()

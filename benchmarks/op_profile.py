@@ -124,7 +124,7 @@ def print_profile(spec: str, dtype: str, wall: float, summary: dict) -> None:
 
 def main(argv):
   del argv
-  bench.host_allocator.apply(True)  # before JAX starts, as benchmarks/train_step.py
+  bench.runtime.setup(sys.argv, malloc=True)  # before JAX starts, as benchmarks/train_step.py
   for dtype in flags.FLAGS.dtypes:
     for spec in flags.FLAGS.configs:
       prepared = bench.prepare_step(bench.load_config(spec, dtype))

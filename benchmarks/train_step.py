@@ -51,9 +51,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script from a checkout: `python benchmarks/train_step.py`
   sys.path.insert(0, ROOT)
 
-from vt_jax import host_allocator  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vt_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vt_jax import profile  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vt_jax import runtime  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vt_jax.config_lib import files as config_files  # pylint: disable=g-import-not-at-top
 from vt_jax.models import resnet  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vt_jax.models import vt_resnet  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -378,9 +378,10 @@ def main(argv):
   del argv
   steps = 3 if _QUICK.value else _STEPS.value
   calls = 1 if _QUICK.value else 3
-  # Before JAX starts: large step buffers stay mapped (vt_jax/host_allocator.py, as main does
-  # for large configs); VT_JAX_MALLOC_DEFAULTS=0 measures glibc's defaults instead.
-  not_applied = host_allocator.apply(True)
+  # Before JAX starts: vt_jax's XLA flag, and large step buffers stay mapped
+  # (vt_jax/host_allocator.py, as main does for large configs); VT_JAX_MALLOC_DEFAULTS=0
+  # measures glibc's defaults instead, VT_JAX_XLA_DEFAULTS=0 XLA's own.
+  not_applied = runtime.setup(sys.argv, malloc=True).malloc
   peak, how = peak_flops()
   dev = jax.devices()[0]
   print(f"device: {dev.device_kind} x{jax.device_count()} ({dev.platform}); peak "

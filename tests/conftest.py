@@ -8,3 +8,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # tf.data must not grab the accelerator or all host memory in tests.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+# The XLA flag vt_jax's programs run with (vt_jax.runtime.setup() applies it; importing
+# vt_jax does not), so that the tests compute as `python -m vt_jax.main` does.
+from vt_jax import xla_defaults  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+xla_defaults.apply()

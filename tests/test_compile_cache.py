@@ -9,6 +9,8 @@ import sys
 from absl import flags
 import jax, jax.numpy as jnp
 from vt_jax.train import compile_cache
+assert "compile_cache_dir" not in flags.FLAGS  # importing it defines no flag
+compile_cache.define_flags()  # as vt_jax.main does
 flags.FLAGS(["prog"] + sys.argv[1:])
 print("DIR", compile_cache.enable())
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # cache even tiny programs

@@ -253,3 +253,82 @@ def test_second_ctrl_c_aborts_without_saving(env, tmp_path):
   stderr = log.read_text()
   assert proc.returncode == 130, stderr[-3000:]
   assert "aborted by a second Ctrl-C" in stderr and "PREEMPTED" not in stdout
+
+
+def _can_mount_in_a_namespace() -> bool:
+  try:
+    return subprocess.run(["unshare", "-rm", "true"], capture_output=True,
+                          timeout=30).returncode == 0
+  except (OSError, subprocess.SubprocessError):
+    return False
+
+
+_FULL_DISK = """
+set -u
+mount -t tmpfs -o size=1400k tmpfs "$MNT" || exit 97
+"$PY" -m vt_jax.main "$@" --workdir="$MNT/run" > "$OUT/1.out" 2> "$OUT/1.err"
+echo $? > "$OUT/1.rc"
+ls "$MNT/run/checkpoints" > "$OUT/1.ls"
+mount -o remount,size=64m "$MNT"  # space freed
+"$PY" -m vt_jax.main "$@" --workdir="$MNT/run" > "$OUT/2.out" 2> "$OUT/2.err"
+echo $? > "$OUT/2.rc"
+"""
+
+
+@pytest.mark.skipif(not _can_mount_in_a_namespace(),
+                    reason="needs `unshare -rm` (a user and mount namespace) for a small tmpfs")
+def test_full_disk_is_one_message_naming_the_failed_step_and_resume_after_freeing_space(
+    finished, env, tmp_path):
+  """The workdir on a 1400 KiB tmpfs (its own mount namespace: nothing outside sees it): the
+  step-4 checkpoint (~1 MB) fits, step 8's asynchronous save runs out of space."""
+  _, summary, _ = finished
+  mnt, out = tmp_path / "mnt", tmp_path / "out"
+  mnt.mkdir()
+  out.mkdir()
+  result = subprocess.run(["unshare", "-rm", "bash", "-c", _FULL_DISK, "full_disk", *FLAGS],
+                          cwd=ROOT, env=dict(env, MNT=str(mnt), OUT=str(out),
+                                             PY=sys.executable),
+                          capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  stderr = (out / "1.err").read_text()
+  assert (out / "1.rc").read_text().strip() == "1", stderr[-3000:]
+  assert "8.orbax-checkpoint-tmp" in (out / "1.ls").read_text()  # step 8's save failed
+  errors = [l for l in stderr.splitlines() if "ERROR" in l or l.startswith(("E1", "E0"))]
+  assert len(errors) == 1, stderr[-5000:]
+  assert errors[0].startswith(
+      f"ERROR: could not save the checkpoint for step 8 in {mnt / 'run' / 'checkpoints'}: "
+      "No space left on device. Free space there"), errors[0]
+  assert "run the same command again" in errors[0]
+  assert "Traceback" not in stderr and "never retrieved" not in stderr, stderr[-5000:]
+  assert len(stderr.splitlines()) < 15, stderr
+  # After freeing space the same command resumes from step 4 and ends where an
+  # uninterrupted run ends.
+  stderr = (out / "2.err").read_text()
+  assert (out / "2.rc").read_text().strip() == "0", stderr[-3000:]
+  assert "resumed from the checkpoint at step 4" in stderr
+  assert _without_time(_tagged((out / "2.out").read_text(), "FINAL")) == _without_time(summary)
+
+
+def test_eval_needs_only_the_workdir(finished, env, tmp_path):
+  workdir, summary, _ = finished
+  copy = _copy(workdir, tmp_path)
+  result = _main(env, f"--workdir={copy}", "--mode=eval")  # no --config: DIR/config.json
+  assert result.returncode == 0, result.stderr[-3000:]
+  evaluated = _tagged(result.stdout, "EVAL")
+  assert evaluated["step"] == 12 and evaluated["top1"] == pytest.approx(summary["top1"])
+  assert f"saved config {copy / 'config.json'}" in result.stderr
+
+
+def test_train_without_config_is_one_clear_error(env, tmp_path):
+  workdir = tmp_path / "w"
+  result = _main(env, f"--workdir={workdir}", timeout=300)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "--config is required for --mode=train" in result.stderr
+  assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) < 5
+  assert not workdir.exists()
+  (workdir / "checkpoints").mkdir(parents=True)  # eval of a directory without config.json
+  (workdir / "checkpoints" / "4").mkdir()
+  result = _main(env, f"--workdir={workdir}", "--mode=eval", timeout=300)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert f"{workdir / 'config.json'} does not exist" in result.stderr
+  assert "pass --config=FILE" in result.stderr and "Traceback" not in result.stderr

@@ -18,7 +18,7 @@ PAGES = 64 * 2**20 // 4096  # the output buffer's 4 KiB pages
 
 _PROGRAM = """
 import resource, time
-import vt_jax
+{setup}
 import jax, jax.numpy as jnp
 x = jnp.ones((64, 1024, 256), jnp.float32)  # 64 MiB
 f = jax.jit(lambda x: x * 2.0)
@@ -42,10 +42,13 @@ def _glibc() -> bool:
 linux_glibc = pytest.mark.skipif(not _glibc(), reason="glibc's mallopt only")
 
 
-def _faults(env_extra: dict) -> list[int]:
+_SETUP = "from vt_jax import runtime; runtime.setup()"  # what the entry points run first
+
+
+def _faults(env_extra: dict, setup: str = _SETUP) -> list[int]:
   env = {k: v for k, v in os.environ.items() if k != host_allocator.ENV_SWITCH}
   env.update(env_extra, PYTHONPATH=ROOT)
-  proc = subprocess.run([sys.executable, "-c", _PROGRAM], env=env, capture_output=True,
+  proc = subprocess.run([sys.executable, "-c", _PROGRAM.format(setup=setup)], env=env, capture_output=True,
                         text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   line = [l for l in proc.stdout.splitlines() if l.startswith("FAULTS")][-1]
@@ -62,12 +65,16 @@ def test_xla_buffers_reuse_memory_on_cpu():
 
 
 @linux_glibc
-@pytest.mark.parametrize("switch", ["0", None])
-def test_glibc_defaults_unless_requested(switch):
+@pytest.mark.parametrize("switch,setup", [
+    ("0", "from vt_jax import runtime; runtime.setup(malloc=True)"),  # the switch wins
+    (None, _SETUP),  # runtime.setup() alone does not ask for it
+    ("1", "import vt_jax, vt_jax.models, vt_jax.train.loop"),  # importing applies nothing
+])
+def test_glibc_defaults_unless_requested(switch, setup):
   env = {"JAX_PLATFORMS": "cpu"}
   if switch is not None:
     env[host_allocator.ENV_SWITCH] = switch
-  faults = _faults(env)  # a plain `import vt_jax` leaves malloc alone
+  faults = _faults(env, setup)
   assert all(f >= 0.9 * PAGES for f in faults[-10:]), faults  # every output on fresh pages
 
 

@@ -1,17 +1,10 @@
 """vt_jax: Visual Transformers (Wu et al., 2020) in JAX/Flax.
 
-Importing the package is cheap (no jax/tensorflow import); import the
-subpackages you need: `vt_jax.models`, `vt_jax.data`, `vt_jax.train`.
-Importing it also sets vt_jax's XLA flags for JAX (see vt_jax/xla_defaults.py:
-a faster CPU train step; VT_JAX_XLA_DEFAULTS=0 turns that off). With
-VT_JAX_MALLOC_DEFAULTS=1 it also sets glibc malloc so that XLA:CPU reuses its buffers' memory
-between steps (vt_jax/host_allocator.py; `python -m vt_jax.main` decides that per config).
+Importing the package is cheap (no jax/tensorflow import) and changes nothing in the
+process; import the subpackages you need: `vt_jax.models`, `vt_jax.data`, `vt_jax.train`.
+The programs (`python -m vt_jax.main`, the other tools, the benchmarks) set up their process
+with `vt_jax.runtime.setup()` (XLA flag, malloc, TensorFlow's and the libraries' logs);
+your own code may call it too, before its first JAX computation.
 """
 
-from vt_jax import host_allocator as _host_allocator
-from vt_jax import xla_defaults as _xla_defaults
-
 __version__ = "0.1.0"
-
-_xla_defaults.apply()
-_host_allocator.apply()

@@ -215,6 +215,8 @@ def analyze(workdir: str, out: str | None = None, split: str | None = None,
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from vt_jax import runtime  # pylint: disable=g-import-not-at-top
+  runtime.setup_tensorflow()  # the images come through tf.data: quiet, off the accelerators
   from vt_jax import attention  # pylint: disable=g-import-not-at-top
   from vt_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   try:
@@ -235,6 +237,8 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  from vt_jax import runtime  # pylint: disable=g-import-not-at-top
+  runtime.setup(sys.argv)  # before JAX starts: XLA flag, malloc, quiet console
   define_flags()
   flags.mark_flag_as_required("workdir")
   app.run(main)

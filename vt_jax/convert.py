@@ -147,7 +147,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  import sys  # pylint: disable=g-import-not-at-top
   from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from vt_jax import runtime  # pylint: disable=g-import-not-at-top
+  runtime.setup(sys.argv)  # quiet console
   flags.DEFINE_string("input", None, "torchvision ResNet state dict (.pth/.pt/.npz).")
   flags.DEFINE_integer("depth", None, "ResNet depth: 18, 34, 50 or 101.")
   flags.DEFINE_string("output", None, "Output .npz of flax paths.")

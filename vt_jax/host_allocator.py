@@ -27,8 +27,9 @@ So it is applied where it pays:
     activations (the stem's output: batch x (size/2)^2 x width floats) reach 32 MiB, e.g.
     ImageNet-size configs, not the quickstart;
   * benchmarks/train_step.py applies it (large steps by design);
-  * VT_JAX_MALLOC_DEFAULTS=1 applies it at `import vt_jax` (your own training code), and
-    VT_JAX_MALLOC_DEFAULTS=0 keeps glibc's defaults everywhere.
+  * VT_JAX_MALLOC_DEFAULTS=1 applies it in every entry point's `vt_jax.runtime.setup()`
+    (and in your own training code's, if it calls that), and VT_JAX_MALLOC_DEFAULTS=0 keeps
+    glibc's defaults everywhere. Importing vt_jax does not apply it.
 and only when all of these hold: Linux with glibc (mallopt is glibc's); JAX will compute on
 the CPU (JAX_PLATFORMS starts with `cpu`, or is unset and no GPU/TPU plugin is installed:
 with an accelerator the host only feeds it, its device memory has its own allocator, and

@@ -2,10 +2,10 @@ r"""Train or evaluate a model: `python -m vt_jax.main --config=FILE[:ARG] --work
 
   python -m vt_jax.main --config=configs/quickstart.py --workdir=/tmp/qs
   python -m vt_jax.main --config=configs/vt_r18.py:v1 --config.batch_size=512 --workdir=DIR
-  python -m vt_jax.main --config=configs/quickstart.py --workdir=/tmp/qs --mode=eval \
-      [--checkpoint_step=N]
+  python -m vt_jax.main --workdir=/tmp/qs --mode=eval [--checkpoint_step=N]
 
-Re-running the same command resumes from DIR's latest readable checkpoint.
+Re-running the same command resumes from DIR's latest readable checkpoint. --mode=eval without
+--config evaluates with the config the run saved (DIR/config.json).
 
 Console: vt_jax's own progress lines and every library's warnings; `--verbosity=0` (or
 higher) also shows the INFO lines of orbax, absl, tfds and jax, and TensorFlow's C++ log.
@@ -25,15 +25,9 @@ Multi-process (one process per host, or N local CPU processes):
 from __future__ import annotations
 
 import inspect
-import logging as py_logging
 import os
 import re
 import sys
-
-# TensorFlow's C++ INFO lines ("oneDNN custom operations are on...") are printed at import,
-# before flags are parsed: off unless the command asks for verbosity.
-if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:]):
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app
 from absl import flags
@@ -41,10 +35,12 @@ from absl import logging
 from ml_collections import config_flags
 
 from vt_jax import host_allocator
+from vt_jax import runtime
 from vt_jax.train import compile_cache
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file FILE[:ARG]; override any field with --config.FIELD=VALUE.",
+    "config", None, "Config file FILE[:ARG]; override any field with --config.FIELD=VALUE. "
+    "Required for --mode=train; --mode=eval without it uses the run's saved config.json.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, config.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
@@ -69,7 +65,8 @@ _SHUTDOWN = flags.DEFINE_integer(
     "Multi-process: seconds a finishing process waits at exit for the others (jax's "
     "default is 300).")
 
-flags.mark_flags_as_required(["config", "workdir"])
+compile_cache.define_flags()
+flags.mark_flags_as_required(["workdir"])
 
 # Exit statuses (README "Exit status"): what a scheduler or script can act on.
 EXIT_FAILED = 1       # unexpected error (traceback) or a failed save/restore/non-finite loss
@@ -149,26 +146,6 @@ def _init_distributed() -> None:
                  jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
-class _OnlyOwnInfo(py_logging.Filter):
-  """Keeps WARNING and above from everyone, INFO and below only from vt_jax's own modules."""
-
-  def __init__(self):
-    super().__init__()
-    self._own = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-  def filter(self, record: py_logging.LogRecord) -> bool:
-    return record.levelno >= py_logging.WARNING or record.pathname.startswith(self._own)
-
-
-def setup_logging() -> None:
-  """Library INFO off the console unless --verbosity was given (see module docstring)."""
-  if flags.FLAGS["verbosity"].present:
-    return
-  handler = logging.get_absl_handler()
-  if not any(isinstance(f, _OnlyOwnInfo) for f in handler.filters):
-    handler.addFilter(_OnlyOwnInfo())
-
-
 def _fail(message: str, status: int) -> None:
   sys.stderr.write(f"ERROR: {message}\n")
   sys.stderr.flush()
@@ -178,24 +155,32 @@ def _fail(message: str, status: int) -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  setup_logging()
   try:
     config = _CONFIG.value
   except (OSError, SyntaxError) as e:  # config_flags loads the file lazily
     _fail(f"--config: {e}", EXIT_USER_ERROR)
+  runtime.import_tensorflow()  # before the modules below import it: no start-up lines
   from vt_jax.train import preflight  # pylint: disable=g-import-not-at-top
+  from vt_jax.train import run_config  # pylint: disable=g-import-not-at-top
   try:
-    validate_config(config)
+    if config is None and _MODE.value == "train":
+      raise preflight.UserError(
+          "--config is required for --mode=train: give the run's config file, e.g. "
+          "--config=configs/quickstart.py (only --mode=eval reads the workdir's saved "
+          "config.json when --config is left out)")
     workdir = preflight.check_workdir(_WORKDIR.value, _MODE.value)
+    if config is None:  # --mode=eval of a run: the config it was trained with
+      config = run_config.load(workdir)
+      logging.info("--mode=eval with the run's saved config %s",
+                   os.path.join(workdir, run_config.CONFIG_FILE))
+    validate_config(config)
     # Before JAX starts its threads: malloc that keeps XLA:CPU's large step buffers mapped.
     if host_allocator.apply(host_allocator.worth_it(config)) is None:
       logging.info("malloc keeps freed memory for XLA:CPU's large step buffers "
                    "(vt_jax/host_allocator.py; %s=0 turns this off)", host_allocator.ENV_SWITCH)
     _init_distributed()
     compile_cache.enable()
-    # TF (the input pipeline) must never take the accelerator memory JAX uses.
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    tf.config.set_visible_devices([], "GPU")
+    runtime.setup_tensorflow()  # the input pipeline's TF: off the accelerators JAX uses
     preflight.check_config(config, workdir, _MODE.value)
   except ValueError as e:  # validate_config's and preflight's errors: all about the input
     _fail(str(e), EXIT_USER_ERROR)
@@ -268,6 +253,9 @@ def _config_file_arg(argv) -> str | None:
 
 
 def run() -> None:
+  # Before JAX starts (nothing above imports it): XLA flag, malloc, TF's and the libraries'
+  # console lines (vt_jax/runtime.py).
+  runtime.setup(sys.argv)
   app.run(main, flags_parser=parse_flags)
 
 

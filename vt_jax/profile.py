@@ -293,8 +293,11 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  import sys
   from absl import app, flags
   from ml_collections import config_flags
+  from vt_jax import runtime
+  runtime.setup(sys.argv)  # before JAX starts: XLA flag, malloc, quiet console
   config_flags.DEFINE_config_file("config", None, "Config file (FILE[:ARG]).", lock_config=True)
   flags.DEFINE_string("resolution", "224",
                       "Input size in pixels: SIZE (square) or HEIGHTxWIDTH, e.g. 800x1216.")

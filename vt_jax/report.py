@@ -231,5 +231,7 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  from vt_jax import runtime  # pylint: disable=g-import-not-at-top
+  runtime.setup(sys.argv)  # quiet console
   define_flags()
   app.run(main)

@@ -322,6 +322,8 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
+  from vt_jax import runtime  # pylint: disable=g-import-not-at-top
+  runtime.setup(sys.argv)  # quiet console, as the runs' own entry point
   define_flags()
   flags.mark_flags_as_required(["config", "grid", "root"])
   app.run(lambda argv: sys.exit(main(argv)))

@@ -12,22 +12,21 @@ with `python benchmarks/train_step.py --quick` on a 2-core x86-64 CPU (float32, 
 0.11.2 and 0.12. Results differ from XLA's own reductions only by float32 rounding (loss
 gradients within ~1e-5 relative; the module tests run with the flag on).
 
-`import vt_jax` appends it to XLA_FLAGS when all of these hold:
+`apply()` (called by `vt_jax.runtime.setup()`, which every entry point runs first) appends it
+to XLA_FLAGS when all of these hold:
   * XLA_FLAGS does not set `xla_cpu_experimental_ynn_fusion_type` already (yours wins;
     `--xla_cpu_experimental_ynn_fusion_type=individual_dot` is XLA's own default);
   * the environment variable VT_JAX_XLA_DEFAULTS is not `0`;
   * the installed jaxlib is in the range this flag was tested with (XLA aborts on a flag
-    it does not know, so an untested jaxlib runs without it);
-  * JAX has not started its backends yet (XLA reads XLA_FLAGS once). If it has -- JAX code
-    ran before the first `import vt_jax` -- a warning says so and nothing is changed.
+    it does not know, so an untested jaxlib runs without it).
+XLA reads XLA_FLAGS once, when JAX starts its backends (the first computation, not `import
+jax`): call it before any JAX code runs. Importing vt_jax does not call it.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
-import sys
-import warnings
 
 ENV_SWITCH = "VT_JAX_XLA_DEFAULTS"
 FLAG_NAME = "xla_cpu_experimental_ynn_fusion_type"
@@ -48,16 +47,6 @@ def _jaxlib_version() -> tuple[int, ...] | None:
   return tuple(parts)
 
 
-def _backends_started() -> bool:
-  if "jax" not in sys.modules:
-    return False
-  try:
-    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-  except ImportError:  # private module moved: assume started, so nothing is changed silently
-    return True
-  return bool(xla_bridge.backends_are_initialized())
-
-
 def apply() -> str | None:
   """Appends FLAG to os.environ['XLA_FLAGS'] if the conditions above hold; returns why not."""
   current = os.environ.get("XLA_FLAGS", "")
@@ -69,11 +58,5 @@ def apply() -> str | None:
   low, high = TESTED_JAXLIB
   if version is None or not low <= version < high:
     return f"jaxlib {version} outside the tested range"
-  if _backends_started():
-    warnings.warn(
-        f"vt_jax: JAX started before `import vt_jax`, so its XLA flag {FLAG} (CPU train steps "
-        "1.2-1.35x faster) was not applied. Import vt_jax before running JAX code, or set it "
-        f"in XLA_FLAGS yourself; {ENV_SWITCH}=0 silences this.", stacklevel=3)
-    return "JAX backends already started"
   os.environ["XLA_FLAGS"] = f"{current} {FLAG}".strip()
   return None

@@ -3,6 +3,8 @@ bundled digit_scenes (32 px, 2 steps)."""
 
 import json
 import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -77,3 +79,25 @@ def test_analyze_writes_pictures_and_figures(tiny_run, tmp_path):
     assert entry["foreground_ratio"] > 0 and len(entry["foreground_ratio_per_token"]) == 4
   with pytest.raises(Exception, match="--split='validation'"):
     analyze.analyze(tiny_run, out, split="validation")
+
+
+def test_analyze_cli_console_shows_no_library_info_lines(tiny_run, tmp_path):
+  """`python -m vt_jax.analyze` prints what `python -m vt_jax.main` would: vt_jax's own lines
+  and the libraries' warnings, no orbax/absl INFO lines, no TensorFlow start-up lines."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  env.update(XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  proc = subprocess.run(
+      [sys.executable, "-m", "vt_jax.analyze", f"--workdir={tiny_run}", "--num_images=1",
+       f"--out={tmp_path / 'out'}"], cwd=root, env=env, capture_output=True, text=True,
+      timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "stage5/vt1" in proc.stdout  # the table
+  lines = proc.stderr.splitlines()
+  own = {name for _, _, names in os.walk(os.path.join(root, "vt_jax")) for name in names}
+  info = [l.split("] ")[0].split()[-1].split(":")[0] for l in lines
+          if l.startswith("I") and "] " in l]
+  assert set(info) <= own, lines  # INFO lines from vt_jax's modules only
+  assert not [l for l in lines if "orbax" in l or "[process=0]" in l or "oneDNN" in l
+              or "absl::InitializeLog" in l or "dtype` is deprecated" in l], lines
+  assert len(lines) <= 6, "\n".join(lines)

@@ -9,7 +9,6 @@ import pytest
 
 from tests.train import train_fakes
 from vt_jax.config_lib import data as data_configs
-from vt_jax.train import checkpoint
 from vt_jax.train import control
 from vt_jax.train import loop
 from vt_jax.train import run_config
@@ -112,25 +111,3 @@ def test_skipped_bad_examples_are_counted_in_metrics_and_progress(tmp_path, capl
   assert [r["step"] for r in train] == [1, 2, 3]
   assert sum(r["skipped_examples"] for r in train) == 2
   assert "skipped 2 bad examples" in caplog.text
-
-
-def test_failed_read_leftovers_are_dropped_from_the_asyncio_log():
-  """An abandoned restore's tensorstore read failures, logged by asyncio, are dropped; the
-  rest of asyncio's log is not (vt_jax/train/checkpoint.py)."""
-  checkpoint._ignore_closed_loop_callbacks()  # pylint: disable=protected-access
-  logger = logging.getLogger("asyncio")
-
-  def passes(msg, exc):
-    record = logger.makeRecord("asyncio", logging.ERROR, __file__, 1, msg, (),
-                               (type(exc), exc, None) if exc else None)
-    return all(f.filter(record) for f in logger.filters)
-
-  read_error = ValueError('OUT_OF_RANGE: Error opening "cast" driver: Error reading '
-                          '"params.kernel/.zarray" in OCDBT database')
-  assert not passes("Task exception was never retrieved\nfuture: <Task ...>", read_error)
-  assert not passes("Future exception was never retrieved\nfuture: <Future ...>", read_error)
-  assert passes("Task exception was never retrieved", ValueError("a bug elsewhere"))
-  assert passes("Task exception was never retrieved", RuntimeError("Error opening x"))
-  assert passes("Executing <Task ...> took 0.2 seconds", None)
-  checkpoint._ignore_closed_loop_callbacks()  # idempotent: one filter, not two
-  assert sum(type(f).__name__ == "_DropFailedReadFutures" for f in logger.filters) == 1

@@ -1,6 +1,8 @@
 """config.init_from: exactly the backbone, from a converted torchvision ResNet or a workdir."""
 
 import importlib.util
+import subprocess
+import sys
 
 import flax
 import jax
@@ -48,10 +50,28 @@ def test_converted_torchvision_r50_loads_exactly_the_backbone(tmp_path):
   _check_exactly_backbone(variables, loaded, source)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="needs torchvision")
+# torch runs in a process of its own: in one where TensorFlow was imported (other tests in
+# the same worker), importing torch's CUDA build (its triton) can crash the process.
+_TORCHVISION_R50 = """
+import sys
+import numpy as np
+import torchvision
+net = torchvision.models.resnet50(weights=None)
+np.savez(sys.argv[1], **{k: v.numpy() for k, v in net.state_dict().items()})
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None
+                    or importlib.util.find_spec("torchvision") is None,
+                    reason="torch/torchvision not installed (not a vt_jax dependency); pip "
+                    "install torch torchvision to run it")
 def test_real_torchvision_r50_state_dict(tmp_path):
-  import torchvision  # pylint: disable=g-import-not-at-top
-  sd = {k: v.numpy() for k, v in torchvision.models.resnet50(weights=None).state_dict().items()}
+  exported = str(tmp_path / "torchvision_r50.npz")
+  proc = subprocess.run([sys.executable, "-c", _TORCHVISION_R50, exported],
+                        capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "torch" not in sys.modules  # this process never loads torch
+  sd = convert.load_state_dict(exported)
   path = str(tmp_path / "tv50.npz")
   convert.save_npz(convert.torchvision_to_flax(sd, 50), path)
   variables = _abstract(model_configs.fpn(50, 171))

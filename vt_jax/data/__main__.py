@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from vt_jax import runtime
 from vt_jax.data import peek
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -43,6 +45,7 @@ _MANUAL_DIR = flags.DEFINE_string(
 
 def main(argv):
   del argv
+  runtime.setup_tensorflow()  # tf.data reads the batches; JAX owns the accelerators
   import jax  # pylint: disable=g-import-not-at-top
   from vt_jax import data  # pylint: disable=g-import-not-at-top
   if _PREPARE.value:
@@ -73,4 +76,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  runtime.setup(sys.argv)  # before JAX starts: XLA flag, malloc, quiet console
   app.run(main)

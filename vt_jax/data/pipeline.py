@@ -32,11 +32,6 @@ from vt_jax.data import DatasetInfo
 from vt_jax.data import examples
 from vt_jax.data import source
 
-try:  # tf.data runs on the host; keep TF off the accelerators JAX uses.
-  tf.config.set_visible_devices([], 'GPU')
-except RuntimeError:  # TF already initialised devices: nothing to change.
-  pass
-
 AUTOTUNE = tf.data.AUTOTUNE
 
 

@@ -7,10 +7,10 @@ so state.step alone resumes the input pipeline exactly.
 from __future__ import annotations
 
 import json
-import logging as py_logging
 import os
-import sys
+import re
 import time
+import weakref
 from typing import Any, NamedTuple
 
 import jax
@@ -52,88 +52,60 @@ def make_manager(workdir: str, config: ml_collections.ConfigDict | None = None,
                                item_names=("state",))
 
 
+def _os_reason(e: BaseException) -> str | None:
+  """The operating system's reason inside an orbax/tensorstore error, e.g. 'No space left on
+  device', which their long first lines push past any sensible cut."""
+  if isinstance(e, OSError) and e.strerror:
+    return e.strerror
+  found = re.search(r"\[OS error \d+: ([^\]]+)\]|(No space left on device|Disk quota exceeded|"
+                    r"File too large|Read-only file system|Permission denied)", str(e))
+  return (found.group(1) or found.group(2)) if found else None
+
+
 def _save_failed(manager, step, e) -> CheckpointError:
+  reason = _os_reason(e)
   return CheckpointError(
-      f"could not save the checkpoint for step {step} in {manager.directory} "
-      f"({_first_line(e)}); check that the directory is writable and has free space, then "
-      "run the same command again: it resumes from the newest readable checkpoint")
+      f"could not save the checkpoint for step {step} in {manager.directory}"
+      + (f": {reason}" if reason else "") + ". Free space there (or make it writable), then "
+      "run the same command again: it resumes from the newest readable checkpoint. "
+      f"({_first_line(e)})")
+
+
+# The step of each manager's asynchronous save in flight: its failure surfaces only at the
+# next save or wait, and the message must name the step that failed, not the next one.
+_IN_FLIGHT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def save(manager: ocp.CheckpointManager, state, score: float | None = None) -> None:
   """Saves `state` at its step (asynchronously when configured); score ranks 'best'.
 
-  Raises CheckpointError naming the step and directory (an async save's failure surfaces
-  here at the next save, or in `wait_until_finished`).
+  Raises CheckpointError naming the step and directory. An async save's failure surfaces
+  here at the next save (or in `wait_until_finished`), and names the step that failed.
   """
   step = int(jax.device_get(state.step))
+  wait_until_finished(manager)  # what manager.save does first, with the failed step named
   metrics = {"score": float(score)} if score is not None else None
   try:
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
                  metrics=metrics, force=True)
   except Exception as e:  # noqa: BLE001 -- orbax/tensorstore/OS errors alike: one message
     raise _save_failed(manager, step, e) from e
+  _IN_FLIGHT[manager] = step  # done already when saving synchronously: then nothing fails
 
 
 def wait_until_finished(manager: ocp.CheckpointManager) -> None:
-  """Waits for the pending async save; its failure becomes a CheckpointError."""
+  """Waits for the pending async save; its failure becomes a CheckpointError naming its step."""
+  step = _IN_FLIGHT.pop(manager, None)
   try:
     manager.wait_until_finished()
   except Exception as e:  # noqa: BLE001 -- see save()
-    raise _save_failed(manager, manager.latest_step(), e) from e
+    raise _save_failed(manager, manager.latest_step() if step is None else step, e) from e
 
 
 def abstract_like(state_shapes, shardings):
   """ShapeDtypeStructs carrying the target shardings (what restore should produce)."""
   return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                       state_shapes, shardings)
-
-
-class _DropFailedReadFutures(py_logging.Filter):
-  """Drops asyncio's 'Future/Task exception was never retrieved' records of tensorstore reads.
-
-  When one read of a restore fails, orbax abandons the restore's other pending reads; those
-  that fail too (the same damaged checkpoint) are garbage-collected later and asyncio logs
-  each one with its traceback: 0-70 lines after the restore's own error, depending on
-  timing. They repeat what the restore's exception already says, so only these records --
-  an unretrieved ValueError from tensorstore ("Error opening"/"Error reading") -- are
-  dropped; every other asyncio record passes.
-  """
-
-  def filter(self, record: py_logging.LogRecord) -> bool:
-    if not str(record.msg).startswith(("Future exception was never retrieved",
-                                        "Task exception was never retrieved")):
-      return True
-    exc = record.exc_info[1] if record.exc_info else None
-    text = str(exc) if exc is not None else ""
-    return not (isinstance(exc, ValueError) and ("Error opening" in text or
-                                                  "Error reading" in text))
-
-
-def _ignore_closed_loop_callbacks() -> None:
-  """Drops the noise a failed orbax restore leaves behind (it carries no information).
-
-  When a read fails, orbax closes its asyncio loop while tensorstore still completes the
-  other pending reads; each completion calls `loop.call_soon_threadsafe` and Python reports
-  the RuntimeError through sys.unraisablehook, hundreds of traceback lines per failed
-  restore. They carry no information (the restore's own exception does), so that one
-  error is dropped; every other unraisable error still reaches the previous hook. The
-  abandoned reads' own failures, which asyncio logs, are dropped by _DropFailedReadFutures.
-  """
-  asyncio_logger = py_logging.getLogger("asyncio")
-  if not any(isinstance(f, _DropFailedReadFutures) for f in asyncio_logger.filters):
-    asyncio_logger.addFilter(_DropFailedReadFutures())
-  previous = sys.unraisablehook
-  if getattr(previous, "_vt_jax_closed_loop_filter", False):
-    return
-
-  def hook(unraisable):
-    exc = unraisable.exc_value
-    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
-      return
-    previous(unraisable)
-
-  hook._vt_jax_closed_loop_filter = True  # pylint: disable=protected-access
-  sys.unraisablehook = hook
 
 
 def _first_line(e: BaseException, limit: int = 300) -> str:
@@ -189,8 +161,9 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, step: int | N
   save those steps again; nothing is ever deleted. If no checkpoint is readable this raises
   CheckpointError naming each step, its error and the ways out (nothing is moved then:
   a wholly unreadable directory is more likely a wrong config or directory than damage).
+  The tracebacks a failed read's abandoned reads leave behind are the CLI's to filter
+  (vt_jax/runtime.py); this function changes no hook or log filter of the process.
   """
-  _ignore_closed_loop_callbacks()
   steps = sorted(manager.all_steps(), reverse=True)
   if step is not None:
     if step not in steps:

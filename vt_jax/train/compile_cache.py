@@ -6,6 +6,9 @@ program, the jax/XLA versions, the flags and the device, so a stale entry is nev
 
   --compile_cache_dir=DIR   where (default: $XDG_CACHE_HOME or ~/.cache, then vt_jax/jax_compile)
   --nocompile_cache         off
+
+The flags exist once the entry point calls `define_flags()` (importing this module defines
+none).
 """
 
 from __future__ import annotations
@@ -15,11 +18,18 @@ import os
 from absl import flags
 from absl import logging
 
-_ENABLE = flags.DEFINE_bool("compile_cache", True,
-                            "Keep compiled steps in a persistent cache (--compile_cache_dir).")
-_DIR = flags.DEFINE_string("compile_cache_dir", None,
-                           "Persistent compilation cache directory (default: the user cache "
-                           "dir, ~/.cache/vt_jax/jax_compile).")
+_ENABLE = None
+_DIR = None
+
+
+def define_flags() -> None:
+  """Defines --compile_cache and --compile_cache_dir (the entry point calls this once)."""
+  global _ENABLE, _DIR  # pylint: disable=global-statement
+  _ENABLE = flags.DEFINE_bool("compile_cache", True,
+                              "Keep compiled steps in a persistent cache (--compile_cache_dir).")
+  _DIR = flags.DEFINE_string("compile_cache_dir", None,
+                             "Persistent compilation cache directory (default: the user "
+                             "cache dir, ~/.cache/vt_jax/jax_compile).")
 
 
 def default_dir() -> str:
@@ -35,6 +45,9 @@ def enable(cache_dir: str | None = None) -> str | None:
   """
   import jax  # pylint: disable=g-import-not-at-top -- main imports jax lazily
   if cache_dir is None:
+    if _ENABLE is None:
+      raise RuntimeError("compile_cache.enable() without a cache_dir reads the flags: call "
+                         "compile_cache.define_flags() before parsing them")
     if not _ENABLE.value:
       logging.info("persistent compilation cache off (--nocompile_cache)")
       return None

@@ -92,6 +92,20 @@ def saved_config(workdir: str) -> dict | None:
         "Restore it, or use a new --workdir") from None
 
 
+def load(workdir: str) -> ml_collections.ConfigDict:
+  """The config the run in `workdir` saved (DIR/config.json), as a ConfigDict.
+
+  What `python -m vt_jax.main --mode=eval --workdir=DIR` evaluates with when --config is not
+  given. Raises ConfigMismatchError (a ValueError) when the file is missing or not JSON.
+  """
+  saved = saved_config(workdir)
+  if saved is None:
+    raise ConfigMismatchError(
+        f"{os.path.join(workdir, CONFIG_FILE)} does not exist, so --mode=eval needs the run's "
+        "config: pass --config=FILE (the one it was trained with)")
+  return ml_collections.ConfigDict(saved)
+
+
 def check_against_saved(config: ml_collections.ConfigDict, workdir: str,
                         log: bool = True) -> list[str]:
   """Compares `config` with DIR/config.json; raises ConfigMismatchError or returns notes.
