@@ -3,24 +3,19 @@
 XLA:CPU allocates every executable's output and temporary buffers with the C library's
 allocator and frees them when the step ends. glibc serves allocations above 32 MiB (and
 anything a worker thread asks for above 64 MiB) with a fresh mmap and returns them with
-munmap, so each train step touches its whole working set (~4.4 GB for ResNet-50 at batch 32)
-as new pages: one page fault per 4 KiB, about 0.6 us each here. A 100 MB elementwise op took
-19 ms with fresh pages and 3.6 ms in place, and ResNet-50's train step spent ~1 s per step on
-faults (2-core x86-64, batch 32, 224 px).
+munmap, so each train step touches its whole working set as new pages, one page fault per
+4 KiB (measured: docs/performance.md).
 
 vt_jax can therefore tell glibc (mallopt) to keep freed memory for reuse:
   * M_ARENA_MAX = 1: XLA's worker threads allocate from the main heap, the one that can grow
     past 64 MiB without mmap;
   * M_MMAP_MAX = 0: large blocks come from that heap, not from mmap;
   * M_TRIM_THRESHOLD = unlimited: freed memory is not handed back to the kernel.
-Measured with `python benchmarks/train_step.py` on that CPU: ResNet-50's train step 8.6-9.0
--> 9.7-11.0 img/s, VT-R50's 8.7 -> 10.5-11.1. Numerics are untouched (only where buffers
-live changes). The costs: compiling takes longer (XLA's parallel code generation then shares
-one malloc arena: ResNet-50's train step 5.7 -> 9.2 s), the process's resident memory stays
-at its peak instead of dropping between steps (ResNet-50's benchmark: peak RSS 5.5 GB with,
-5.7 GB without), and all threads share one arena. Buffers under glibc's 32 MiB mmap
-threshold were never mmapped, so small models only pay: the quickstart (32 px) ran 59 s
-instead of 46 s with it (fresh caches).
+It makes large CPU train steps faster (measured: docs/performance.md); numerics are
+untouched (only where buffers live changes). The costs: compiling takes longer (XLA's
+parallel code generation then shares one malloc arena), the process's resident memory stays
+at its peak instead of dropping between steps, and all threads share one arena. Buffers
+under glibc's 32 MiB mmap threshold were never mmapped, so small models only pay.
 
 So it is applied where it pays:
   * `python -m vt_jax.main` applies it when `worth_it(config)`: a train step's largest

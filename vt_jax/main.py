@@ -68,7 +68,7 @@ _SHUTDOWN = flags.DEFINE_integer(
 compile_cache.define_flags()
 flags.mark_flags_as_required(["workdir"])
 
-# Exit statuses (README "Exit status"): what a scheduler or script can act on.
+# Exit statuses (docs/training.md, "Exit status"): what a scheduler or script can act on.
 EXIT_FAILED = 1       # unexpected error (traceback) or a failed save/restore/non-finite loss
 EXIT_USER_ERROR = 2   # config, flags, data or workdir: fix and rerun (absl flag errors too)
 EXIT_PREEMPTED = 75   # sysexits.h EX_TEMPFAIL: checkpoint saved, rerun the same command

@@ -6,11 +6,10 @@ One flag today, and it only changes XLA:CPU:
 
 XLA:CPU hands single dots to the YNNPACK library by default (`individual_dot`); adding
 `reduce` hands it reductions too: BatchNorm's batch means and variances and their gradients,
-which XLA's own reduction loops ran on one core at a fraction of memory bandwidth. Measured
-with `python benchmarks/train_step.py --quick` on a 2-core x86-64 CPU (float32, batch 32,
-224 px): ResNet-18's train step 1.2-1.35x and ResNet-50's 1.2x faster, on jax 0.10.2,
-0.11.2 and 0.12. Results differ from XLA's own reductions only by float32 rounding (loss
-gradients within ~1e-5 relative; the module tests run with the flag on).
+which XLA's own reduction loops ran on one core at a fraction of memory bandwidth. It makes
+CPU train steps faster on jax 0.10.2, 0.11.2 and 0.12 (measured: docs/performance.md).
+Results differ from XLA's own reductions only by float32 rounding (loss gradients within
+~1e-5 relative; the module tests run with the flag on).
 
 `apply()` (called by `vt_jax.runtime.setup()`, which every entry point runs first) appends it
 to XLA_FLAGS when all of these hold:
