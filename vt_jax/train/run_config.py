@@ -15,6 +15,7 @@ import os
 import ml_collections
 import tensorflow as tf
 from absl import logging
+from flax import traverse_util
 
 CONFIG_FILE = "config.json"
 
@@ -44,17 +45,6 @@ HARMLESS = (
 
 class ConfigMismatchError(ValueError):
   """The config differs from the workdir's saved config in fields the run depends on."""
-
-
-def _flatten(tree, prefix=""):
-  out = {}
-  for key, value in tree.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, dict):
-      out.update(_flatten(value, name + "."))
-    else:
-      out[name] = value
-  return out
 
 
 def _harmless(field: str) -> bool:
@@ -101,7 +91,7 @@ def check_against_saved(config: ml_collections.ConfigDict, workdir: str,
   saved = saved_config(workdir)
   if saved is None:
     return []
-  old, new = _flatten(saved), _flatten(_as_json(config))
+  old, new = (traverse_util.flatten_dict(c, sep=".") for c in (saved, _as_json(config)))
   refused, allowed = [], []
   for field in sorted(set(old) | set(new)):
     if field not in old:
