@@ -32,14 +32,16 @@ CONFIG_FILE = "config.json"
 #   init_from                     read only when a NEW run initialises; a resume ignores it
 #   mesh.*                        how the same state is laid out over devices: orbax
 #                                 restores a checkpoint into the new shardings
-# Everything else is refused: model.* and ema_decay / optimizer.* make the saved state's
+#   model.layers                  the same parameters and function in another layer form
+#                                 (vt_jax.models.layers: CPU-tuned or plain flax)
+# Everything else is refused: the other model.* and ema_decay / optimizer.* make the saved state's
 # tree or shapes differ (the checkpoint cannot be read), and the rest (schedule, seed,
 # batch_size, data.*, loss, distill...) would resume into a different recipe than the one
 # the checkpoint was trained with, a run that is neither the old nor the new config.
 HARMLESS = (
     "num_epochs", "num_train_steps", "eval_every_epochs", "eval_batch_size",
     "log_every_steps", "checkpoint.*", "on_nonfinite_loss", "data.data_dir",
-    "data.skip_bad_examples", "mesh.*", "init_from",
+    "data.skip_bad_examples", "mesh.*", "init_from", "model.layers",
 )
 
 

@@ -40,7 +40,9 @@ def load_teacher(distill: ml_collections.ConfigDict, mesh):
   except (FileNotFoundError, ckpt_lib.CheckpointError) as e:
     raise type(e)(f"config.distill.teacher_checkpoint={distill.teacher_checkpoint!r}: {e}") \
         from e
-  mismatch = _diff(teacher_config.model.to_dict(), loaded.config.model.to_dict(), "model")
+  # model.layers is the form of the same layers (same parameters, same function): any.
+  model_fields = lambda c: {k: v for k, v in c.model.to_dict().items() if k != "layers"}
+  mismatch = _diff(model_fields(teacher_config), model_fields(loaded.config), "model")
   if mismatch:
     raise ValueError(f"config.distill.teacher_config={distill.teacher_config!r} does not "
                      f"describe the model trained in {distill.teacher_checkpoint!r}:\n  " +
