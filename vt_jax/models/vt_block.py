@@ -1,4 +1,4 @@
-"""One VT module: tokenizer -> token interaction -> projector (reference section 1)."""
+"""One VT module: tokenizer -> token interaction -> projector (Wu et al., section 3)."""
 
 from __future__ import annotations
 
