@@ -256,7 +256,8 @@ def stage_parts(model, config, x_shape) -> list[tuple[str, object, tuple]]:
   """
   m = model
   b = x_shape[0]
-  parts = [("stage1", resnet.Stem(m.width, m.small_image_stem, m.dtype), x_shape)]
+  parts = [("stage1", resnet.Stem(m.width, m.small_image_stem, m.dtype, layers=m.layers),
+            x_shape)]
   survivals = resnet.block_survivals(m.depth, m.stochastic_depth_survival,
                                      4 if config.model.name == "vt_resnet" else 5)
   shape = jax.eval_shape(lambda: jnp.zeros(x_shape)).shape
@@ -264,10 +265,11 @@ def stage_parts(model, config, x_shape) -> list[tuple[str, object, tuple]]:
   for s in range(4):
     if s == 3 and config.model.name == "vt_resnet":
       modules = m.vt.modules or resnet.STAGE_SIZES[m.depth][3]
-      part = vt_resnet.VTStage(m.vt, modules, m.dtype)
+      part = vt_resnet.VTStage(m.vt, modules, m.dtype, layers=m.layers)
     else:
       part = resnet.ResNetStage(m.depth, m.width * 2**s, resnet.STAGE_SIZES[m.depth][s],
-                                1 if s == 0 else 2, survivals[s], m.zero_init_residual, m.dtype)
+                                1 if s == 0 else 2, survivals[s], m.zero_init_residual, m.dtype,
+                                layers=m.layers)
     parts.append((f"stage{s + 2}", part, shape))
     shape = _out_shape(part, shape)
   feat = shape[-1]

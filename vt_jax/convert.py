@@ -6,9 +6,12 @@
 The input is a local torchvision `state_dict` saved with `torch.save` (.pth/.pt;
 reading it needs torch) or the same tensors in a NumPy `.npz` (keys as in the
 state dict: `layer1.0.conv1.weight`, ...). The output `.npz` holds flax paths
-(`params/backbone/stage2/block1/conv1/kernel`, `batch_stats/...`) for
-`apply_pretrained`, which the training loop uses to start VT-ResNets from a
-pretrained backbone: stages 1-4 are the same tensors in both families.
+(`params/backbone/stage2/block1/conv1/kernel`, `batch_stats/...`).
+
+`apply_pretrained(variables, load_npz(path))` places them into a model's variables,
+checking every name and shape; it is the one loader of pretrained tensors: a new training
+run's `config.init_from` (vt_jax.train.pretrained) goes through it too, after keeping only
+the backbone. Stages 1-4 are the same tensors in ResNets, VT-ResNets and the FPNs.
 """
 
 from __future__ import annotations
@@ -106,23 +109,27 @@ def torchvision_to_flax(state_dict: dict[str, np.ndarray], depth: int,
   return out
 
 
-def apply_pretrained(variables, flat: dict[tuple[str, ...], np.ndarray]):
+def apply_pretrained(variables, flat: dict[tuple[str, ...], np.ndarray],
+                     source: str = "pretrained"):
   """Returns `variables` with every tensor in `flat` replaced; checks names and shapes.
 
-  Raises if a converted tensor has no place in the model or the wrong shape;
-  leaves the model's other variables (e.g. VT modules, a new head) as they are.
+  Raises, naming the tensor and `source` (what the errors call the tensors' origin), if a
+  tensor has no place in the model or the wrong shape; leaves the model's other variables
+  (e.g. VT modules, a new head) as they are.
   """
   import flax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   target = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
   for path, value in flat.items():
+    name = "/".join(path)
     if path not in target:
-      raise ValueError(f"pretrained tensor {'/'.join(path)} has no counterpart in the model "
-                       "(different depth or width?)")
-    if tuple(target[path].shape) != value.shape:
-      raise ValueError(f"pretrained tensor {'/'.join(path)} has shape {value.shape}, the model "
-                       f"expects {tuple(target[path].shape)} (different num_classes? use "
-                       "--backbone_only)")
+      raise ValueError(f"{source}: tensor {name} has no counterpart in the model (a different "
+                       "depth, width or stem? model.depth/width/small_image_stem must match "
+                       "the source's)")
+    if tuple(target[path].shape) != tuple(value.shape):
+      raise ValueError(f"{source}: tensor {name} has shape {tuple(value.shape)}, the model "
+                       f"expects {tuple(target[path].shape)} (a different stem or "
+                       "num_classes? convert with --backbone_only to keep stages 1-4 only)")
     target[path] = jnp.asarray(value, target[path].dtype)
   return flax.traverse_util.unflatten_dict(target)
 

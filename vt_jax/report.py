@@ -92,16 +92,6 @@ def group_name(workdir: str) -> str:
   return name or "baseline"
 
 
-def _flat(d, prefix=""):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
 def load_run(workdir: str) -> dict:
   from vt_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   config = ckpt_lib.read_config(workdir)
@@ -136,6 +126,7 @@ def _fmt(mean, std, scale=1.0, digits=1):
 
 def summarise(runs) -> list[dict]:
   """One row per group (first-appearance order) of finished runs."""
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
   from vt_jax import profile  # pylint: disable=g-import-not-at-top
   groups = {}
   for run in runs:
@@ -143,10 +134,10 @@ def summarise(runs) -> list[dict]:
       groups.setdefault(run["group"], []).append(run)
   rows = []
   for name, members in groups.items():
-    ref = _flat(members[0]["config"].to_dict())
+    ref = traverse_util.flatten_dict(members[0]["config"].to_dict(), sep=".")
     ref.pop("seed", None)
     for other in members[1:]:
-      cfg = _flat(other["config"].to_dict())
+      cfg = traverse_util.flatten_dict(other["config"].to_dict(), sep=".")
       cfg.pop("seed", None)
       diff = sorted(k for k in set(ref) | set(cfg) if ref.get(k) != cfg.get(k))
       if diff:

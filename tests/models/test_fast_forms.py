@@ -30,9 +30,9 @@ def test_grouped_projection_names_its_field():
 
 @pytest.mark.parametrize("stride,size", [(1, 6), (2, 6), (2, 7)])
 def test_pointwise_conv_is_flax_1x1_conv(stride, size):
-  from vt_jax.models import resnet  # pylint: disable=g-import-not-at-top
-  m = resnet.conv(24, 1, stride, jax.numpy.float32, "conv")
-  init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # resnet.conv's
+  from vt_jax.models import layers  # pylint: disable=g-import-not-at-top
+  m = layers.conv(24, 1, stride, jax.numpy.float32, "conv")
+  init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # layers.conv's
   ref = nn.Conv(24, (1, 1), strides=(stride, stride), padding=((0, 0), (0, 0)), use_bias=False,
                 kernel_init=init)
   x = jax.random.normal(jax.random.key(0), (2, size, size, 16))
@@ -46,14 +46,14 @@ def test_pointwise_conv_is_flax_1x1_conv(stride, size):
 
 @pytest.mark.parametrize("size", [8, 7])
 def test_stem_max_pool_matches_flax_value_and_gradient(size):
-  from vt_jax.models import resnet  # pylint: disable=g-import-not-at-top
+  from vt_jax.models import layers  # pylint: disable=g-import-not-at-top
   ref = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
   # Small integers: many ties inside windows, where the gradient rule matters (first max).
   x = jax.random.randint(jax.random.key(0), (2, size, size, 3), -3, 4).astype(np.float32)
-  np.testing.assert_array_equal(resnet.max_pool_3x3_s2(x), ref(x))
+  np.testing.assert_array_equal(layers.max_pool_3x3_s2(x), ref(x))
   g = jax.random.normal(jax.random.key(1), ref(x).shape)
   grad = lambda f: jax.grad(lambda x: jax.numpy.sum(f(x) * g))(x)
-  np.testing.assert_allclose(grad(resnet.max_pool_3x3_s2), grad(ref), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(grad(layers.max_pool_3x3_s2), grad(ref), rtol=1e-6, atol=1e-6)
 
 
 # (kernel, stride, size): im2col-matmul maps (output <= 2 pixels: 1x1, 2x2, odd input,
@@ -61,9 +61,9 @@ def test_stem_max_pool_matches_flax_value_and_gradient(size):
 @pytest.mark.parametrize("kernel,stride,size", [(3, 1, 1), (3, 1, 2), (3, 2, 3), (3, 2, 4),
                                                 (7, 2, 4), (3, 1, 3), (3, 2, 7)])
 def test_spatial_conv_is_flax_conv_value_and_gradient(kernel, stride, size):
-  from vt_jax.models import resnet  # pylint: disable=g-import-not-at-top
-  m = resnet.conv(24, kernel, stride, jax.numpy.float32, "conv")
-  init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # resnet.conv's
+  from vt_jax.models import layers  # pylint: disable=g-import-not-at-top
+  m = layers.conv(24, kernel, stride, jax.numpy.float32, "conv")
+  init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # layers.conv's
   pad = kernel // 2
   ref = nn.Conv(24, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
                 use_bias=False, kernel_init=init)
@@ -85,8 +85,98 @@ def test_spatial_conv_matmul_form_counts_the_same_macs(monkeypatch):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from vt_jax import profile  # pylint: disable=g-import-not-at-top
   from vt_jax.config_lib import models as model_configs  # pylint: disable=g-import-not-at-top
-  from vt_jax.models import resnet  # pylint: disable=g-import-not-at-top
+  from vt_jax.models import layers  # pylint: disable=g-import-not-at-top
   model = ml_collections.ConfigDict(model_configs.resnet(18, num_classes=10))
   fast = profile.profile(model, 32)
-  monkeypatch.setattr(resnet.SpatialConv, "SMALL_MAP", -1)
+  monkeypatch.setattr(layers.SpatialConv, "SMALL_MAP", -1)
   assert profile.profile(model, 32)["macs"] == fast["macs"]
+
+
+# model.layers: the whole models in both forms ------------------------------------------
+
+def _model_config(name, depth, layers):
+  from vt_jax.config_lib import models as model_configs  # pylint: disable=g-import-not-at-top
+  make = model_configs.resnet if name == "resnet" else model_configs.vt_resnet
+  # A random head (VT-ResNets zero-init theirs), so logits and gradients reach every layer.
+  # Width 16 keeps every layer type at a fraction of the cost.
+  return make(depth, num_classes=10, zero_init_head=False, layers=layers, width=16,
+              **({} if name == "resnet" else {"vt": dict(token_channels=64, ffn_hidden=64,
+                                                         qk_channels=32, heads=4,
+                                                         projector_heads=4)}))
+
+
+def _relative_error(a, b) -> float:
+  """Global relative L2 error of pytree a against pytree b."""
+  num = sum(float(np.sum((np.asarray(x) - np.asarray(y)) ** 2))
+            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  den = sum(float(np.sum(np.asarray(y) ** 2)) for y in jax.tree.leaves(b))
+  return (num / den) ** 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,depth", [("resnet", 18), ("resnet", 50), ("vt_resnet", 18),
+                                        ("vt_resnet", 50)])
+def test_layer_forms_same_parameters_outputs_and_gradients(name, depth):
+  """'tuned' and 'flax' (model.layers) at 64 px: the same variables (names, shapes and the
+  same initial values from the same key), and the same training logits, updated BatchNorm
+  statistics, gradients and evaluation logits to float32 rounding.
+
+  "Float32 rounding" is measured, not guessed: randomly initialised deep nets (un-normalised
+  VT tokens, train-mode BatchNorm over a 2x2 stage 5) amplify rounding, so each quantity's
+  difference between the forms must stay within 10x the change the flax form itself shows
+  when the input moves by one float32 ulp (and below 1e-5 where that change is smaller). A
+  wrong layer differs by O(1).
+  """
+  from vt_jax import models  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(0), (4, 64, 64, 3))
+  x_ulp = x * (1 + np.finfo(np.float32).eps)  # every element one ulp away (or unchanged)
+  labels = jax.numpy.arange(4) % 10
+  runs = {}
+  for form in ("tuned", "flax"):
+    model = models.create_model(_model_config(name, depth, form))
+    variables = jax.jit(model.init)(jax.random.key(1), x)
+
+    def loss(params, x, m=model, stats=variables["batch_stats"]):
+      logits, new = m.apply({"params": params, "batch_stats": stats}, x, train=True,
+                            mutable=["batch_stats"])
+      ce = -jax.numpy.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1).mean()
+      return ce, (logits, new["batch_stats"])
+
+    train = jax.jit(jax.grad(loss, has_aux=True))
+    evaluate = jax.jit(lambda v, x, m=model: m.apply(v, x, train=False))
+    runs[form] = dict(variables=variables, train=train(variables["params"], x),
+                      eval=evaluate(variables, x))
+    if form == "flax":
+      runs["ulp"] = dict(train=train(variables["params"], x_ulp),
+                         eval=evaluate(variables, x_ulp))
+  tuned, plain, ulp = runs["tuned"], runs["flax"], runs["ulp"]
+  jax.tree.map(np.testing.assert_array_equal, tuned["variables"], plain["variables"])
+  (t_grads, (t_logits, t_stats)), (p_grads, (p_logits, p_stats)) = tuned["train"], plain["train"]
+  u_grads, (u_logits, u_stats) = ulp["train"]
+  for what, t, p, u in [("train logits", t_logits, p_logits, u_logits),
+                        ("batch statistics", t_stats, p_stats, u_stats),
+                        ("gradients", t_grads, p_grads, u_grads),
+                        ("eval logits", tuned["eval"], plain["eval"], ulp["eval"])]:
+    bound = max(10 * _relative_error(u, p), 1e-5)
+    assert _relative_error(t, p) <= bound, (what, _relative_error(t, p), bound)
+
+
+@pytest.mark.parametrize("name,depth", [("resnet", 18), ("resnet", 50), ("vt_resnet", 18),
+                                        ("vt_resnet", 50)])
+def test_layer_forms_same_profile(name, depth):
+  """vt_jax.profile counts the same MACs and parameters per stage in both forms."""
+  from vt_jax import profile  # pylint: disable=g-import-not-at-top
+  tuned = profile.profile(_model_config(name, depth, "tuned"), 64)
+  plain = profile.profile(_model_config(name, depth, "flax"), 64)
+  assert tuned == plain
+  assert tuned["macs"] > 0
+
+
+def test_layers_field_is_checked_and_auto_follows_the_platform():
+  from vt_jax import models  # pylint: disable=g-import-not-at-top
+  from vt_jax.models import layers  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"model.layers='fast'; choose one of"):
+    models.create_model(_model_config("resnet", 18, "fast"))
+  expected = "tuned" if jax.default_backend() == "cpu" else "flax"
+  assert layers.resolve("auto") == expected
+  assert layers.resolve("flax") == "flax" and layers.resolve("tuned") == "tuned"

@@ -1,4 +1,7 @@
-"""vt_jax.models.norm.BatchNorm against flax's nn.BatchNorm (+ ReLU): values, gradients, stats."""
+"""vt_jax.models.norm.BatchNorm against flax's nn.BatchNorm (+ ReLU): values, gradients, stats.
+
+Both through layers.batch_norm, the switch `model.layers` selects with.
+"""
 
 import flax.linen as nn
 import jax
@@ -6,11 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vt_jax.models import layers
 from vt_jax.models import norm
 
 
 class _BN(nn.Module):
-  """flax's nn.BatchNorm + nn.relu (ours=False) or norm.BatchNorm(relu=...) (ours=True)."""
+  """layers.batch_norm in its two forms (model.layers): 'flax' is nn.BatchNorm + nn.relu,
+  'tuned' is norm.BatchNorm(relu=...) (ours=True)."""
   ours: bool
   train: bool
   relu: bool
@@ -19,13 +24,8 @@ class _BN(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    if self.ours:
-      return norm.BatchNorm(use_running_average=not self.train, dtype=self.dtype,
-                            zero_init=self.zero_init, name="bn")(x, relu=self.relu)
-    y = nn.BatchNorm(use_running_average=not self.train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype, name="bn",
-                     scale_init=nn.initializers.zeros if self.zero_init else nn.initializers.ones)(x)
-    return nn.relu(y) if self.relu else y
+    return layers.batch_norm(x, self.train, self.dtype, "bn", "tuned" if self.ours else "flax",
+                             relu=self.relu, zero_init=self.zero_init)
 
 
 def _Flax(*args, **kwargs):  # pylint: disable=invalid-name

@@ -24,9 +24,10 @@ def test_harmless_config_changes_are_allowed_and_reported(tmp_path):
   config = train_fakes.tiny_config(num_train_steps=12, log_every_steps=3)
   config.checkpoint.keep = 7
   config.mesh.data = 2
+  config.model.layers = "flax"  # the same parameters and function in another layer form
   notes = run_config.check_against_saved(config, workdir)
   assert notes == ["checkpoint.keep: 3 -> 7", "log_every_steps: 2 -> 3", "mesh.data: -1 -> 2",
-                   "num_train_steps: 6 -> 12"]
+                   "model.layers: 'auto' -> 'flax'", "num_train_steps: 6 -> 12"]
   assert run_config.check_against_saved(train_fakes.tiny_config(), str(tmp_path / "new")) == []
 
 

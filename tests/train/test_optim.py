@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vt_jax.config_lib import recipes
-from vt_jax.train import losses
+from vt_jax.tasks import losses
 from vt_jax.train import optim
 
 

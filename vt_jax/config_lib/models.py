@@ -19,6 +19,9 @@ def resnet(depth: int, **overrides) -> ml_collections.ConfigDict:
       width=64,                 # base channels (stage2's 3x3 width); 64 is the paper's
       small_image_stem=False,   # True: 3x3 stride-1 stem, no max-pool (8-64 px images)
       dtype="float32",          # compute dtype: float32 | bfloat16 (params stay float32)
+      layers="auto",            # conv/BN/max-pool/grouped-map forms (vt_jax.models.layers):
+                                # tuned (CPU-tuned) | flax (plain flax) | auto (per platform);
+                                # same parameters, MACs and outputs
       dropout=0.0,              # head dropout rate (advanced recipe: 0.2)
       stochastic_depth_survival=1.0,  # survival of the deepest block; 1.0 = off (advanced: 0.9)
       zero_init_residual=False,  # zero-init each block's last BN scale
@@ -41,7 +44,19 @@ def vt_resnet(depth: int, variant: str = "iccv", **overrides) -> ml_collections.
   overrides.setdefault("zero_init_head", True)
   cfg = resnet(depth, **overrides)
   cfg.name = "vt_resnet"
-  cfg.vt = ml_collections.ConfigDict(dict(
+  cfg.vt = vt_defaults(variant)
+  cfg.vt.update(presets.vt_preset(depth, variant))
+  cfg.vt.update(vt_overrides)
+  return cfg
+
+
+def vt_defaults(variant: str = "iccv") -> ml_collections.ConfigDict:
+  """The `model.vt` fields before any per-depth preset (the VT modules' own defaults).
+
+  What `vt_jax.models.VTBlock` uses for every field its caller leaves unset: the paper's
+  equations (`variant`), L = 16 tokens, C_T = 1024, single-group maps, 16 heads.
+  """
+  return ml_collections.ConfigDict(dict(
       variant=variant,          # iccv: published equations; v1: first arXiv pseudo-code
       modules=None,             # VT modules in stage 5; None -> the ResNet stage-5 block count
       channels=None,            # C, feature channels; None -> stage-4 output channels
@@ -71,9 +86,6 @@ def vt_resnet(depth: int, variant: str = "iccv", **overrides) -> ml_collections.
       query_groups=1,           # projector query map (C -> C) groups
       kv_groups=1,              # projector key/value maps (C_T -> C) groups
   ))
-  cfg.vt.update(presets.vt_preset(depth, variant))
-  cfg.vt.update(vt_overrides)
-  return cfg
 
 
 def fpn(depth: int, num_classes: int, **overrides) -> ml_collections.ConfigDict:
@@ -89,6 +101,7 @@ def fpn(depth: int, num_classes: int, **overrides) -> ml_collections.ConfigDict:
       width=64,                 # backbone base channels; 64 is the paper's
       small_image_stem=False,   # True: 3x3 stride-1 stem, levels at strides 1/2/4/8
       dtype="float32",
+      layers="auto",            # tuned | flax | auto, as in `resnet`
       stochastic_depth_survival=1.0,
       zero_init_residual=False,
       fpn_channels=256,         # FPN / VT-FPN output channels (detectron2: 256)

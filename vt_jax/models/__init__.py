@@ -4,6 +4,10 @@
     variables = model.init({'params': key}, images, train=False)
     logits = model.apply(variables, images, train=False)   # images: NHWC float32
 
+`model.layers` picks the form of the convolutions, BatchNorms, max-pool and grouped maps
+(vt_jax.models.layers): CPU-tuned or plain flax; same parameters, MACs and outputs.
+`VTBlock` is one VT module for use in one's own flax model.
+
 Classifiers (resnet, vt_resnet) return [B, num_classes]; segmentation models (fpn, vt_fpn)
 return per-pixel logits [B, H, W, num_classes] at the input size.
 """
@@ -13,10 +17,12 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
+from vt_jax.models import layers
+from vt_jax.models import resnet
 from vt_jax.models.fpn import FPN
 from vt_jax.models.resnet import ResNet
-from vt_jax.models import resnet
 from vt_jax.models.vt import RESIZE_MODES
+from vt_jax.models.vt_block import VTBlock
 from vt_jax.models.vt_resnet import VTResNet
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -28,12 +34,20 @@ def _dtype(config) -> jnp.dtype:
   return DTYPES[config.dtype]
 
 
+def _layers(config) -> str:
+  """model.layers, checked (names the field); 'auto' is resolved when the model is traced."""
+  form = config.get("layers", "auto")  # config.json of runs older than the field
+  layers.resolve(form)
+  return form
+
+
 def _common(config) -> dict:
   return dict(depth=config.depth, num_classes=config.num_classes, width=config.width,
               small_image_stem=config.small_image_stem, dropout=config.dropout,
               stochastic_depth_survival=config.stochastic_depth_survival,
               zero_init_residual=config.zero_init_residual,
-              zero_init_head=config.zero_init_head, dtype=_dtype(config))
+              zero_init_head=config.zero_init_head, dtype=_dtype(config),
+              layers=_layers(config))
 
 
 def _check_vt(vt) -> None:
@@ -68,7 +82,8 @@ def create_model(config: ml_collections.ConfigDict):
                small_image_stem=config.small_image_stem, fpn_channels=config.fpn_channels,
                head_channels=config.head_channels, head_norm_groups=config.head_norm_groups,
                stochastic_depth_survival=config.stochastic_depth_survival,
-               zero_init_residual=config.zero_init_residual, vt=vt_cfg, dtype=_dtype(config))
+               zero_init_residual=config.zero_init_residual, vt=vt_cfg, dtype=_dtype(config),
+               layers=_layers(config))
   raise ValueError(f"model.name={name!r}; choose one of {list(MODELS)}")
 
 

@@ -187,13 +187,14 @@ class FPN(nn.Module):
   zero_init_residual: bool = False
   vt: Any = None  # FrozenConfigDict model.vt: VT-FPN; None: FPN
   dtype: Dtype = jnp.float32
+  layers: str = "auto"  # the backbone's layer forms (vt_jax.models.layers.FORMS)
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     _, features = resnet.ResNetBackbone(
         self.depth, self.width, self.small_image_stem, 5, self.stochastic_depth_survival,
-        self.zero_init_residual, self.dtype, name="backbone")(images, train,
-                                                                return_features=True)
+        self.zero_init_residual, self.dtype, self.layers, name="backbone")(
+            images, train, return_features=True)
     if self.vt is None:
       levels = FPNNeck(self.fpn_channels, self.dtype, name="fpn")(features)
     else:

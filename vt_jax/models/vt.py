@@ -34,88 +34,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# The grouped 1x1 maps live with the other layer forms (model.layers); importable from here.
+from vt_jax.models.layers import GroupedProjection, grouped_matmul, projection  # noqa: F401
+
 Dtype = Any
 
 # Ops inside this named scope are interpolation, not multiply-accumulates in
 # the paper's sense; the MAC counter (vt_jax/profile.py) skips them.
 INTERPOLATE_SCOPE = "interpolate"
-
-
-class GroupedProjection(nn.Module):
-  """A grouped 1x1 linear map over the last axis of [batch, n, channels].
-
-  The paper's grouped 1x1 conv. Parameters are those of a kernel-1 flax Conv
-  with feature_group_count=groups, in a submodule named `conv` (kernel
-  [1, C/groups, features], bias [features]), so checkpoints and converted
-  weights load unchanged; the map itself is evaluated as one einsum with the
-  groups as a batch dimension. Why not the Conv: XLA's CPU backend runs a
-  grouped convolution about as slowly as the dense one it is `groups` times
-  cheaper than (VT-R50's projector queries cost the same at 16 groups as at 1),
-  while the batched dot does groups-times less work. Same MACs, same result.
-  Checks divisibility first so that a bad group count names its config field.
-  """
-  features: int
-  groups: int
-  field: str
-  use_bias: bool = True
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    c = x.shape[-1]
-    g = self.groups
-    if c % g or self.features % g:
-      raise ValueError(f"model.vt.{self.field}={g}: {c} input and {self.features} "
-                       f"output channels must both be divisible by it")
-    kernel, bias = _GroupedConvParams(c // g, self.features, self.use_bias, name="conv")()
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    # Conv kernel [1, C/g, F]: output channel o of group o // (F/g) reads input channels
-    # of the same group, so [C/g, F] -> [C/g, g, F/g] pairs each group's inputs and outputs.
-    w = kernel[0].reshape(c // g, g, self.features // g).transpose(1, 0, 2)  # [g, C/g, F/g]
-    y = grouped_matmul(x.reshape(-1, c), w).reshape(*x.shape[:-1], self.features)
-    return y if bias is None else y + bias
-
-
-def grouped_matmul(x2: jax.Array, w: jax.Array) -> jax.Array:
-  """[N, g * i] by g blocks [g, i, f] -> [N, g * f]: group k's channels times w[k].
-
-  Written as an explicit transpose to [g, N, i], a batched matmul with the groups leading,
-  and the transpose back. Why: with the groups as a middle batch dimension
-  (einsum("ngi,igf->ngf")) XLA's CPU backend laid the pixels out minor-most for the kernel
-  gradient, a strided copy of the whole input (fused with stage 4's last BatchNorm and
-  ReLU) that took 190 ms of VT-R50's train step (batch 32, 224 px); the transposes here move
-  contiguous rows of i channels and take a few ms. Same MACs, same result.
-  """
-  g = w.shape[0]
-  xt = x2.reshape(x2.shape[0], g, -1).transpose(1, 0, 2)
-  return jnp.einsum("gni,gif->gnf", xt, w).transpose(1, 0, 2).reshape(x2.shape[0], -1)
-
-
-class _GroupedConvParams(nn.Module):
-  """The kernel and bias of flax's nn.Conv(kernel_size=(1,), feature_group_count=g)."""
-  in_per_group: int
-  features: int
-  use_bias: bool
-
-  @nn.compact
-  def __call__(self):
-    kernel = self.param("kernel", nn.linear.default_kernel_init,
-                        (1, self.in_per_group, self.features), jnp.float32)
-    bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-            if self.use_bias else None)
-    return kernel, bias
-
-
-def projection(features: int, groups: int, dtype: Dtype, name: str,
-               use_bias: bool = True, field: str = "groups") -> nn.Module:
-  """A 1x1 (grouped) linear map over the last axis of [batch, n, channels].
-
-  groups == 1 is a Dense layer; groups > 1 a GroupedProjection. `field` names
-  the config field that set `groups`, for errors.
-  """
-  if groups == 1:
-    return nn.Dense(features, use_bias=use_bias, dtype=dtype, name=name)
-  return GroupedProjection(features, groups, field, use_bias, dtype, name=name)
 
 
 def split_heads(x: jax.Array, heads: int, field: str = "heads") -> jax.Array:
@@ -232,6 +158,7 @@ class Tokenizer(nn.Module):
   pe_channels: int = 49
   dtype: Dtype = jnp.float32
   resize: str = "bilinear"  # RESIZE_MODES: the pooling tokenizer's and the encoding's resize
+  layers: str = "auto"  # form of its grouped maps (vt_jax.models.layers.FORMS)
 
   def position(self, a: jax.Array) -> jax.Array:
     return PositionEncoding(self.spatial_shape, self.pe_grid, self.pe_channels, self.dtype,
@@ -428,6 +355,7 @@ class TokenTransformer(nn.Module):
   ffn_hidden: int | None = None  # iccv only; None -> C_T
   ffn_groups: int = 1
   dtype: Dtype = jnp.float32
+  layers: str = "auto"  # form of its grouped maps (vt_jax.models.layers.FORMS)
 
   @nn.compact
   def __call__(self, t: jax.Array) -> jax.Array:
@@ -480,6 +408,7 @@ class Projector(nn.Module):
   query_groups: int = 1
   kv_groups: int = 1
   dtype: Dtype = jnp.float32
+  layers: str = "auto"  # form of its grouped maps (vt_jax.models.layers.FORMS)
 
   @nn.compact
   def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:

@@ -27,6 +27,7 @@ class VTStage(nn.Module):
   cfg: Any  # FrozenConfigDict model.vt
   modules: int
   dtype: Dtype = jnp.float32
+  layers: str = "auto"  # vt_jax.models.layers.FORMS
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -34,7 +35,7 @@ class VTStage(nn.Module):
     for i in range(self.modules):
       last = i == self.modules - 1
       x, tokens = VTBlock(self.cfg, first=i == 0, project=not last, dtype=self.dtype,
-                          name=f"vt{i + 1}")(x, tokens)
+                          layers=self.layers, name=f"vt{i + 1}")(x, tokens)
     return tokens
 
 
@@ -49,5 +50,5 @@ class VTResNet(resnet.Classifier):
       raise ValueError("VTResNet needs its VT config (model.vt)")
     x = self.backbone(last_stage=4)(images, train)
     modules = self.vt.modules or resnet.STAGE_SIZES[self.depth][3]
-    tokens = VTStage(self.vt, modules, self.dtype, name="stage5")(x)
+    tokens = VTStage(self.vt, modules, self.dtype, self.layers, name="stage5")(x)
     return self.head()(tokens.mean(axis=1), train)

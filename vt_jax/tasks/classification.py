@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from vt_jax.tasks import base
-from vt_jax.train import losses
+from vt_jax.tasks import losses
 
 
 def topk_correct(logits, labels, k):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -24,28 +25,40 @@ def total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> i
 
 
 def lr_schedule(config: ml_collections.ConfigDict, spe: int) -> optax.Schedule:
-  """The recipe's lr as a function of the step (formula: recipes module docstring)."""
+  """The recipe's lr as a function of the step (formula: recipes module docstring).
+
+  optax's pieces: a linear warm-up (`linear_schedule`), joined (`join_schedules`) at the
+  first step past the warm-up to a staircase decay (`exponential_decay(staircase=True)`)
+  or, with schedule.decay_at_fractions, to steps at fractions of the run
+  (`piecewise_constant_schedule`).
+  """
   s = config.schedule
   scale = config.batch_size / s.lr_batch_ref
-  warmup_steps = s.warmup_epochs * spe
-  decay_steps = s.decay_every_epochs * spe
+  warmup_steps = s.warmup_epochs * spe  # may be fractional: warm while step < warmup_steps
+  first_after = math.ceil(warmup_steps)  # the first (integer) step past the warm-up
+  peak = scale * s.peak_lr
 
   fractions = tuple(s.get("decay_at_fractions", ()) or ())
   if fractions:  # steps of the whole run (num_train_steps or num_epochs of spe-step epochs)
     total = (config.num_train_steps if config.num_train_steps > 0
              else max(1, int(round(config.num_epochs * spe))))
-    boundaries = jnp.asarray([f * total for f in fractions], jnp.float32)
-
-  def schedule(step):
-    step = jnp.asarray(step, jnp.float32)
-    warm = s.init_lr + (s.peak_lr - s.init_lr) * step / max(warmup_steps, 1e-9)
-    if fractions:
-      after = s.peak_lr * s.decay_factor ** jnp.sum(step >= boundaries)
-    else:
-      after = s.peak_lr * s.decay_factor ** jnp.floor((step - warmup_steps) / decay_steps)
-    return scale * jnp.where(step < warmup_steps, warm, after)
-
-  return schedule
+    # Decayed from the first step >= f * total (rounded to 1e-6 first: 8/9 * 554400 is
+    # 492799.99999999994 in floating point); join_schedules counts from first_after.
+    boundaries = [math.ceil(round(f * total, 6)) - first_after for f in fractions]
+    scales = {}
+    for b in boundaries:  # equal boundaries multiply
+      scales[b] = scales.get(b, 1.0) * s.decay_factor
+    after = optax.piecewise_constant_schedule(peak, scales)
+  else:
+    decay = optax.exponential_decay(peak, s.decay_every_epochs * spe, s.decay_factor,
+                                    staircase=True)
+    # join_schedules passes step - first_after; the staircase counts from warmup_steps.
+    offset = first_after - warmup_steps
+    after = decay if offset == 0 else (lambda count: decay(count + offset))
+  if first_after == 0:
+    return after
+  warm = optax.linear_schedule(scale * s.init_lr, peak, warmup_steps)
+  return optax.join_schedules([warm, after], [first_after])
 
 
 def decay_mask(params) -> dict:

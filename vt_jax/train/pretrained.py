@@ -17,9 +17,10 @@ from collections import Counter
 
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
+
+from vt_jax import convert
 
 PREFIX = "backbone"  # the subtree every vt_jax model names its ResNet stages under
 
@@ -46,7 +47,6 @@ def read(source: str) -> dict[tuple[str, ...], np.ndarray]:
   if source.endswith(".npz"):
     if not os.path.isfile(source):
       raise FileNotFoundError(f"config.init_from={source!r}: no such file")
-    from vt_jax import convert  # pylint: disable=g-import-not-at-top
     return convert.load_npz(source)
   return _read_workdir(source)
 
@@ -55,25 +55,18 @@ def backbone_variables(variables, source_flat: dict, source: str):
   """Returns (variables with the source's backbone tensors, loaded paths, random paths).
 
   variables: {'params': ..., 'batch_stats': ...} of the model (host or device arrays).
+  The tensors are placed by vt_jax.convert.apply_pretrained, the one loader of pretrained
+  tensors, which checks every name and shape.
   """
-  target = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
   taken = {k: v for k, v in source_flat.items() if len(k) > 1 and k[1] == PREFIX}
   if not taken:
     raise ValueError(f"config.init_from={source!r} holds no backbone tensors (paths "
                      f"'params/{PREFIX}/...'); it has e.g. "
                      f"{['/'.join(k) for k in list(source_flat)[:3]]}")
-  for path, value in taken.items():
-    name = "/".join(path)
-    if path not in target:
-      raise ValueError(f"config.init_from={source!r}: tensor {name} has no counterpart in "
-                       "the model (a different depth, width or stem? model.depth/width/"
-                       "small_image_stem must match the source's)")
-    if tuple(target[path].shape) != tuple(value.shape):
-      raise ValueError(f"config.init_from={source!r}: tensor {name} has shape "
-                       f"{tuple(value.shape)}, the model expects {tuple(target[path].shape)}")
-    target[path] = jnp.asarray(value, target[path].dtype)
+  loaded = convert.apply_pretrained(variables, taken, f"config.init_from={source!r}")
+  target = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
   random = sorted(p for p in target if len(p) > 1 and p[1] == PREFIX and p not in taken)
-  return flax.traverse_util.unflatten_dict(target), sorted(taken), random
+  return loaded, sorted(taken), random
 
 
 def _summary(paths) -> str:

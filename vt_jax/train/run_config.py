@@ -15,6 +15,7 @@ import os
 import ml_collections
 import tensorflow as tf
 from absl import logging
+from flax import traverse_util
 
 CONFIG_FILE = "config.json"
 
@@ -31,30 +32,21 @@ CONFIG_FILE = "config.json"
 #   init_from                     read only when a NEW run initialises; a resume ignores it
 #   mesh.*                        how the same state is laid out over devices: orbax
 #                                 restores a checkpoint into the new shardings
-# Everything else is refused: model.* and ema_decay / optimizer.* make the saved state's
+#   model.layers                  the same parameters and function in another layer form
+#                                 (vt_jax.models.layers: CPU-tuned or plain flax)
+# Everything else is refused: the other model.* and ema_decay / optimizer.* make the saved state's
 # tree or shapes differ (the checkpoint cannot be read), and the rest (schedule, seed,
 # batch_size, data.*, loss, distill...) would resume into a different recipe than the one
 # the checkpoint was trained with, a run that is neither the old nor the new config.
 HARMLESS = (
     "num_epochs", "num_train_steps", "eval_every_epochs", "eval_batch_size",
     "log_every_steps", "checkpoint.*", "on_nonfinite_loss", "data.data_dir",
-    "data.skip_bad_examples", "mesh.*", "init_from",
+    "data.skip_bad_examples", "mesh.*", "init_from", "model.layers",
 )
 
 
 class ConfigMismatchError(ValueError):
   """The config differs from the workdir's saved config in fields the run depends on."""
-
-
-def _flatten(tree, prefix=""):
-  out = {}
-  for key, value in tree.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, dict):
-      out.update(_flatten(value, name + "."))
-    else:
-      out[name] = value
-  return out
 
 
 def _harmless(field: str) -> bool:
@@ -115,7 +107,7 @@ def check_against_saved(config: ml_collections.ConfigDict, workdir: str,
   saved = saved_config(workdir)
   if saved is None:
     return []
-  old, new = _flatten(saved), _flatten(_as_json(config))
+  old, new = (traverse_util.flatten_dict(c, sep=".") for c in (saved, _as_json(config)))
   refused, allowed = [], []
   for field in sorted(set(old) | set(new)):
     if field not in old:

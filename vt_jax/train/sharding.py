@@ -3,7 +3,8 @@
 The mesh has two axes: 'data' (the batch is split over it) and 'model' (parameters and
 optimizer state are split over it, FSDP-style; size 1 = replicated). Which state leaf is
 sharded how is declared in config.mesh.rules: (regex on the leaf's '/'-joined path,
-strategy), first match wins.
+strategy), first match wins. The path is jax.tree_util.keystr's simple form, e.g.
+`params/backbone/stage2/block1/conv1/kernel` or `opt_state/2/0/trace/head/fc/kernel`.
 """
 
 from __future__ import annotations
@@ -49,18 +50,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def _path_str(path) -> str:
-  parts = []
-  for k in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
-
-
 def _fsdp_spec(shape, axis_size: int) -> P:
   """Shards the largest dim divisible by the model axis; replicates if none is."""
   if axis_size == 1:
@@ -83,7 +72,7 @@ def state_shardings(abstract_state, mesh: Mesh, rules) -> object:
   axis_size = mesh.shape[MODEL]
 
   def leaf_sharding(path, leaf):
-    name = _path_str(path)
+    name = jax.tree_util.keystr(path, simple=True, separator="/")  # params/backbone/...
     for pattern, strategy in compiled:
       if pattern.fullmatch(name):
         if strategy == "fsdp":

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import jax
 import ml_collections
+from flax import traverse_util
 
 from vt_jax.config_lib import files as config_files
 from vt_jax.train import checkpoint as ckpt_lib
 from vt_jax.train import sharding as sharding_lib
 
 
-def _diff(a, b, prefix: str) -> list[str]:
-  """Dotted paths whose values differ between two (nested) config dicts."""
-  a, b = dict(a), dict(b)
+def _diff(a: dict, b: dict, prefix: str) -> list[str]:
+  """Dotted paths whose values differ between two nested config dicts (tuples == lists)."""
+  a, b = (traverse_util.flatten_dict(d, sep=".") for d in (a, b))
+  norm = lambda v: list(v) if isinstance(v, tuple) else v
   out = []
   for key in sorted(set(a) | set(b)):
     va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
-    if hasattr(va, "keys") and hasattr(vb, "keys"):
-      out += _diff(va, vb, f"{prefix}.{key}")
-    elif (list(va) if isinstance(va, tuple) else va) != (list(vb) if isinstance(vb, tuple)
-                                                         else vb):
+    if norm(va) != norm(vb):
       out.append(f"{prefix}.{key}: {va!r} in the teacher config, {vb!r} in the run")
   return out
 
@@ -41,7 +40,9 @@ def load_teacher(distill: ml_collections.ConfigDict, mesh):
   except (FileNotFoundError, ckpt_lib.CheckpointError) as e:
     raise type(e)(f"config.distill.teacher_checkpoint={distill.teacher_checkpoint!r}: {e}") \
         from e
-  mismatch = _diff(teacher_config.model.to_dict(), loaded.config.model.to_dict(), "model")
+  # model.layers is the form of the same layers (same parameters, same function): any.
+  model_fields = lambda c: {k: v for k, v in c.model.to_dict().items() if k != "layers"}
+  mismatch = _diff(model_fields(teacher_config), model_fields(loaded.config), "model")
   if mismatch:
     raise ValueError(f"config.distill.teacher_config={distill.teacher_config!r} does not "
                      f"describe the model trained in {distill.teacher_checkpoint!r}:\n  " +

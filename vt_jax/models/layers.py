@@ -1,0 +1,304 @@
+"""The layers ResNets and VT modules are built from, in two forms: `model.layers`.
+
+    'flax'   the plain flax layers: nn.Conv, nn.BatchNorm + nn.relu, nn.max_pool, and the
+             grouped 1x1 map as nn.Conv(feature_group_count=g).
+    'tuned'  forms rewritten for XLA's CPU backend (each class below says why):
+             PointwiseConv, SpatialConv, norm.BatchNorm (BatchNorm + ReLU with a
+             hand-written gradient), max_pool_3x3_s2 (a hand-written gradient) and
+             GroupedProjection's grouped_matmul.
+    'auto'   per platform, what was measured faster: 'tuned' on CPU; 'flax' on GPU and TPU,
+             where no measurement of the tuned forms exists yet.
+
+Both forms have the same parameters (names, shapes, initializers: the same initial values
+from the same key), the same MACs and the same outputs and gradients up to float32 rounding
+(tests/models/test_fast_forms.py), so checkpoints and converted weights load into either.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vt_jax.models import norm
+
+Dtype = Any
+
+FORMS = ("auto", "tuned", "flax")
+
+# torchvision's (and the paper's) conv initialisation: He normal, fan_out.
+CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def resolve(form: str) -> str:
+  """'auto' -> 'tuned' on CPU, 'flax' elsewhere; 'tuned' and 'flax' as they are."""
+  if form not in FORMS:
+    raise ValueError(f"model.layers={form!r}; choose one of {list(FORMS)}")
+  if form == "auto":
+    return "tuned" if jax.default_backend() == "cpu" else "flax"
+  return form
+
+
+# ---------------------------------------------------------------------------------------
+# Convolutions (ResNet): torchvision's bias-free conv with symmetric padding kernel // 2.
+
+def conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str,
+         form: str = "auto") -> nn.Module:
+  """A bias-free k x k conv, stride s, symmetric zero padding k // 2 (torchvision's).
+
+  Symmetric padding, not 'SAME' (which pads stride-2 convs asymmetrically), so imported
+  torchvision weights compute the same function. [B, H, W, C_in] -> [B, ceil(H/s),
+  ceil(W/s), features]; parameter `kernel` [k, k, C_in, features] in every form.
+  """
+  if resolve(form) == "flax":
+    pad = kernel // 2
+    return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                   padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype,
+                   kernel_init=CONV_INIT, name=name)
+  if kernel == 1:
+    return PointwiseConv(features, stride, dtype, CONV_INIT, name=name)
+  return SpatialConv(features, kernel, stride, dtype, CONV_INIT, name=name)
+
+
+def matmul_channels(x: jax.Array, w: jax.Array) -> jax.Array:
+  """[..., C_in] @ [C_in, C_out] -> [..., C_out], as one 2-D matmul over all pixels.
+
+  The same contraction as einsum("bhwc,cf->bhwf"), with the pixels flattened into one
+  dimension first (a free reshape). Why: for the kernel's gradient of the 4-D einsum,
+  XLA's CPU backend writes the whole output gradient out transposed ([C_out, B*H*W]) before
+  the dot, a strided copy about as slow as the dot itself; flattened, the weight gradient
+  is a plain [N, C_in]^T [N, C_out] matmul with no copy.
+  """
+  return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
+
+
+class PointwiseConv(nn.Module):
+  """A bias-free 1x1 conv (stride s, no padding) evaluated as a matmul over channels.
+
+  Same parameter as nn.Conv(features, (1, 1), use_bias=False) -- `kernel`
+  [1, 1, C_in, features] -- and the same MACs. Why not nn.Conv: XLA's CPU backend runs the
+  conv and its two backward convs markedly slower than the equivalent dots. A stride-s 1x1
+  conv reads pixels 0, s, 2s, ... (torchvision's downsample: padding 0), i.e. x[:, ::s, ::s].
+  [B, H, W, C_in] -> [B, ceil(H/s), ceil(W/s), features]
+  """
+  features: int
+  stride: int = 1
+  dtype: Dtype = jnp.float32
+  kernel_init: Any = CONV_INIT
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", self.kernel_init, (1, 1, x.shape[-1], self.features),
+                        jnp.float32)
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    if self.stride > 1:
+      x = x[:, ::self.stride, ::self.stride]
+    return matmul_channels(x, kernel.reshape(-1, self.features))
+
+
+class SpatialConv(nn.Module):
+  """torchvision's bias-free k x k conv: stride s, symmetric zero padding k // 2.
+
+  Same parameter as nn.Conv(features, (k, k), use_bias=False) -- `kernel`
+  [k, k, C_in, features] -- and the same MACs. Where the output map is at most SMALL_MAP
+  pixels high or wide it is evaluated as one matmul over im2col patches instead of lax's
+  convolution: XLA's CPU convolution is two orders of magnitude slower on such tiny maps
+  (ResNet stage 5 at small inputs), while on larger maps lax's convolution is as fast or
+  faster. [B, H, W, C_in] -> [B, ceil(H/s), ceil(W/s), features]
+  """
+  features: int
+  kernel_size: int
+  stride: int = 1
+  dtype: Dtype = jnp.float32
+  kernel_init: Any = CONV_INIT
+
+  SMALL_MAP = 2
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, s, pad = self.kernel_size, self.stride, self.kernel_size // 2
+    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features),
+                        jnp.float32)
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    out_h, out_w = -(-x.shape[1] // s), -(-x.shape[2] // s)
+    if min(out_h, out_w) > self.SMALL_MAP:
+      return jax.lax.conv_general_dilated(x, kernel, (s, s), ((pad, pad), (pad, pad)),
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    # Patch channels ordered (dy, dx, c_in), as the kernel's reshape below.
+    patches = jnp.concatenate(
+        [xp[:, dy:dy + s * (out_h - 1) + 1:s, dx:dx + s * (out_w - 1) + 1:s]
+         for dy in range(k) for dx in range(k)], axis=-1)
+    return matmul_channels(patches, kernel.reshape(k * k * x.shape[-1], -1))
+
+
+# ---------------------------------------------------------------------------------------
+# BatchNorm (+ ReLU).
+
+def batch_norm(x: jax.Array, train: bool, dtype: Dtype, name: str, form: str = "auto",
+               relu: bool = False, zero_init: bool = False) -> jax.Array:
+  """torchvision's BatchNorm2d (eps 1e-5, running-average momentum 0.1) + optional ReLU.
+
+  Call inside a compact method: the layer `name` belongs to the caller. Variables as
+  nn.BatchNorm's: params `scale` (zeros with zero_init) and `bias`, batch_stats `mean` and
+  `var` (flax counts the momentum as 1 - torchvision's: 0.9). 'tuned': norm.BatchNorm, whose
+  hand-written gradient covers the ReLU too.
+  """
+  if resolve(form) == "tuned":
+    return norm.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                          dtype=dtype, zero_init=zero_init, name=name)(x, relu=relu)
+  y = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                   scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
+                   name=name)(x)
+  return nn.relu(y) if relu else y
+
+
+# ---------------------------------------------------------------------------------------
+# The stem's 3x3 / stride 2 / padding 1 max-pool.
+
+def max_pool(x: jax.Array, form: str = "auto") -> jax.Array:
+  """3x3 max-pool, stride 2, padding 1: [B, H, W, C] -> [B, ceil(H/2), ceil(W/2), C]."""
+  if resolve(form) == "flax":
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+  return max_pool_3x3_s2(x)
+
+
+def _pool_windows(x: jax.Array) -> tuple[list[jax.Array], int, int]:
+  """The 9 strided views of a 3x3 / stride 2 / padding 1 max-pool's windows, row-major."""
+  _, h, w, _ = x.shape
+  ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+  views = [xp[:, i:i + 2 * ho - 1:2, j:j + 2 * wo - 1:2] for i in range(3) for j in range(3)]
+  return views, ho, wo
+
+
+@jax.custom_vjp
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+  """nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))), same gradient.
+
+  Why hand-written: XLA's CPU backend runs the max-pool gradient (select_and_scatter)
+  several times slower than the nine strided selections here. The gradient goes to the
+  first maximum of each window in row-major order, as select_and_scatter's (and PyTorch's)
+  does; jnp.maximum's own gradient would split ties instead.
+  """
+  views, _, _ = _pool_windows(x)
+  out = views[0]
+  for v in views[1:]:
+    out = jnp.maximum(out, v)
+  return out
+
+
+def _max_pool_fwd(x):
+  views, _, _ = _pool_windows(x)
+  out = views[0]
+  for v in views[1:]:
+    out = jnp.maximum(out, v)
+  first = jnp.full(out.shape, 8, jnp.int8)  # which window offset holds the first maximum
+  for k in range(7, -1, -1):
+    first = jnp.where(views[k] == out, jnp.int8(k), first)
+  return out, (first, x.shape)
+
+
+def _max_pool_bwd(residuals, g):
+  first, (b, h, w, c) = residuals
+  ho, wo = g.shape[1:3]
+  grad = jnp.zeros((b, h + 2, w + 2, c), g.dtype)
+  zero = jnp.zeros((), g.dtype)
+  for k in range(9):
+    i, j = divmod(k, 3)
+    # Scatter window offset (i, j)'s share back to the padded input's strided positions.
+    grad = grad + jax.lax.pad(jnp.where(first == k, g, zero), zero,
+                              ((0, 0, 0), (i, h + 2 - i - (2 * ho - 1), 1),
+                               (j, w + 2 - j - (2 * wo - 1), 1), (0, 0, 0)))
+  return (grad[:, 1:h + 1, 1:w + 1],)
+
+
+max_pool_3x3_s2.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+# ---------------------------------------------------------------------------------------
+# Grouped 1x1 maps (VT modules): the paper's grouped 1x1 convs over [batch, n, channels].
+
+def projection(features: int, groups: int, dtype: Dtype, name: str,
+               use_bias: bool = True, field: str = "groups") -> nn.Module:
+  """A 1x1 (grouped) linear map over the last axis of [batch, n, channels].
+
+  groups == 1 is a Dense layer; groups > 1 a GroupedProjection, whose form is the `layers`
+  field of the module that builds it. `field` names the config field that set `groups`, for
+  errors.
+  """
+  if groups == 1:
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, name=name)
+  return GroupedProjection(features, groups, field, use_bias, dtype, name=name)
+
+
+class GroupedProjection(nn.Module):
+  """A grouped 1x1 linear map over the last axis of [batch, n, channels].
+
+  Parameters are those of a kernel-1 nn.Conv with feature_group_count=groups, in a
+  submodule named `conv` (kernel [1, C/groups, features], bias [features]), in both forms.
+  'flax' is that nn.Conv. 'tuned' evaluates the map as one batched matmul with the groups
+  as the batch dimension (grouped_matmul). Why: XLA's CPU backend runs a grouped
+  convolution about as slowly as the dense one it is `groups` times cheaper than, while the
+  batched dot does groups-times less work. Same MACs, same result.
+
+  `layers`: the form; None (the default) takes the `layers` field of the module that built
+  this one (every VT module has one), else 'auto'. Checks divisibility first so that a bad
+  group count names its config field.
+  """
+  features: int
+  groups: int
+  field: str
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+  layers: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    g = self.groups
+    if c % g or self.features % g:
+      raise ValueError(f"model.vt.{self.field}={g}: {c} input and {self.features} "
+                       f"output channels must both be divisible by it")
+    form = self.layers or getattr(self.parent, "layers", None) or "auto"
+    if resolve(form) == "flax":
+      return nn.Conv(self.features, (1,), feature_group_count=g, use_bias=self.use_bias,
+                     dtype=self.dtype, name="conv")(x)
+    kernel, bias = _GroupedConvParams(c // g, self.features, self.use_bias, name="conv")()
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    # Conv kernel [1, C/g, F]: output channel o of group o // (F/g) reads input channels
+    # of the same group, so [C/g, F] -> [C/g, g, F/g] pairs each group's inputs and outputs.
+    w = kernel[0].reshape(c // g, g, self.features // g).transpose(1, 0, 2)  # [g, C/g, F/g]
+    y = grouped_matmul(x.reshape(-1, c), w).reshape(*x.shape[:-1], self.features)
+    return y if bias is None else y + bias
+
+
+def grouped_matmul(x2: jax.Array, w: jax.Array) -> jax.Array:
+  """[N, g * i] by g blocks [g, i, f] -> [N, g * f]: group k's channels times w[k].
+
+  Written as an explicit transpose to [g, N, i], a batched matmul with the groups leading,
+  and the transpose back. Why: with the groups as a middle batch dimension
+  (einsum("ngi,igf->ngf")) XLA's CPU backend laid the pixels out minor-most for the kernel
+  gradient, a strided copy of the whole input; the transposes here move contiguous rows of
+  i channels. Same MACs, same result.
+  """
+  g = w.shape[0]
+  xt = x2.reshape(x2.shape[0], g, -1).transpose(1, 0, 2)
+  return jnp.einsum("gni,gif->gnf", xt, w).transpose(1, 0, 2).reshape(x2.shape[0], -1)
+
+
+class _GroupedConvParams(nn.Module):
+  """The kernel and bias of nn.Conv(kernel_size=(1,), feature_group_count=g)."""
+  in_per_group: int
+  features: int
+  use_bias: bool
+
+  @nn.compact
+  def __call__(self):
+    kernel = self.param("kernel", nn.linear.default_kernel_init,
+                        (1, self.in_per_group, self.features), jnp.float32)
+    bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+            if self.use_bias else None)
+    return kernel, bias
