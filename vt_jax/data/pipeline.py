@@ -5,8 +5,9 @@ example `perm(seed, g div N)[g mod N]` of the train split (eval: example g, in s
 order, once, then padding rows up to a whole batch). Each process computes which rows of the
 global batch its devices hold from the batch sharding (`order.local_rows`), reads exactly
 those examples from the ArrayRecord data source (`source.open_records`, random access),
-processes each one (`examples.Processor.process`, one `tf.function` per example on a
-thread pool, a few batches ahead) and hands its rows to JAX with
+processes them (`examples.Processor.process` under `tf.map_fn`, one graph call per batch
+on a thread pool, a few batches ahead; segmentation, whose masks differ in size, one call
+per example) and hands its rows to JAX with
 `jax.make_array_from_callback`. So every topology -- 1 process x 8 devices, 8 x 1, 3 x 1 --
 trains on the same rows in the same places, and resuming at step k starts reading at
 position k*B: nothing is read or skipped before the first resumed batch.
@@ -173,6 +174,8 @@ class Reader:
     self._out_keys = ['image', 'label', 'valid'] + (
         ['mask'] if self.processor.task == 'segmentation' else [])
     self._fn = tf.function(self.processor.process, reduce_retracing=True)
+    self._batch_fn = (tf.function(self._process_rows, reduce_retracing=True)
+                      if self.processor.task == 'classification' else None)
     self._base_seed = tf.constant(self.seed, tf.int64)
     self._blank = self.processor.blank_row()
     self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -219,11 +222,61 @@ class Reader:
             [source.record_file(self.builder, self.split_name, i)], e)) from None
     return records
 
+  def _process_rows(self, epochs, indices, images, labels):
+    """`Processor.process` over a batch of examples, in one graph (tf.map_fn)."""
+    p = self.processor
+
+    def one(args):
+      epoch, index, image, label = args
+      features = {'image': image}
+      if p.has_label:
+        features['label'] = label
+      out = p.process(epoch, index, features, self._base_seed)
+      return {k: out[k] for k in self._out_keys}
+
+    blank = self._blank
+    signature = {k: tf.TensorSpec(blank[k].shape, tf.as_dtype(blank[k].dtype))
+                 for k in self._out_keys}
+    return tf.map_fn(one, (epochs, indices, images, labels), fn_output_signature=signature)
+
+  def _run_batch(self, epochs, indices, records) -> dict:
+    """Processes a classification batch in one call; a batch holding a bad example is
+    redone example by example, which finds it and its reason."""
+    real = np.flatnonzero(indices >= 0)
+    out = {k: np.repeat(v[None], len(indices), axis=0) for k, v in self._blank.items()}
+    bad, reasons = np.zeros(len(indices), bool), [None] * len(indices)
+    p, rows = self.processor, None
+    labels = [int(r['label']) for r in records] if p.has_label else [0] * len(records)
+    if real.size and (not p.has_label or all(0 <= x < p.label_classes for x in labels)):
+      try:
+        rows = self._batch_fn(tf.constant(epochs[real]), tf.constant(indices[real]),
+                              tf.constant([r['image'] for r in records]),
+                              tf.constant(labels, tf.int64))
+        rows = {k: v.numpy() for k, v in rows.items()}
+      except tf.errors.OpError:
+        rows = None
+    if rows is None and real.size:
+      results = [self._process(int(epochs[i]), int(indices[i]), r)
+                 for i, r in zip(real, records)]
+      rows = {k: np.stack([row[k] if row is not None else self._blank[k]
+                           for row, _ in results]) for k in self._blank}
+      for i, (_, reason) in zip(real, results):
+        bad[i], reasons[i] = reason is not None, reason
+    for k in out:
+      if real.size:
+        out[k][real] = rows[k]
+    out.update(bad=bad, reason=reasons)
+    return out
+
   def submit(self, step: int, rows) -> 'PendingBatch':
-    """Reads the examples of `rows` of batch `step` now; processes them on the pool."""
+    """Reads the examples of `rows` of batch `step` now; processes them on the pool:
+    classification as one graph per batch, segmentation (masks of any size) per example."""
     epochs, indices = self.examples_at(step, rows)
     real = [i for i, x in enumerate(indices) if x >= 0]
     records = self._read([int(indices[i]) for i in real]) if real else []
+    if self._batch_fn is not None:
+      return PendingBatch(self, epochs, indices, [],
+                          self._pool.submit(self._run_batch, epochs, indices, records))
     futures = [None] * len(indices)
     for i, record in zip(real, records):
       futures[i] = self._pool.submit(self._process, int(epochs[i]), int(indices[i]), record)
@@ -237,26 +290,31 @@ class Reader:
 
 
 class PendingBatch:
-  """The rows of one batch being processed (futures on the Reader's pool)."""
+  """The rows of one batch being processed (futures on the Reader's pool): one future for
+  the whole batch, or one per row."""
 
-  def __init__(self, reader, epochs, indices, futures):
-    self.reader, self.epochs, self.indices, self.futures = reader, epochs, indices, futures
+  def __init__(self, reader, epochs, indices, futures, batch_future=None):
+    self.reader, self.epochs, self.indices = reader, epochs, indices
+    self.futures, self.batch_future = futures, batch_future
 
   def cancel(self) -> None:
-    for f in self.futures:
+    for f in self.futures + [self.batch_future]:
       if f is not None:
         f.cancel()
 
   def result(self) -> dict:
-    blank, rows, bad, reasons = self.reader._blank, [], [], []  # pylint: disable=protected-access
-    for f in self.futures:
-      row, reason = f.result() if f is not None else (None, None)
-      rows.append(row if row is not None else blank)
-      bad.append(reason is not None)
-      reasons.append(reason)
-    out = {k: np.stack([r[k] for r in rows]) for k in blank}
-    out.update(index=self.indices.astype(np.int64), epoch=self.epochs.astype(np.int64),
-               bad=np.array(bad, bool), reason=reasons)
+    if self.batch_future is not None:
+      out = self.batch_future.result()
+    else:
+      blank, rows, bad, reasons = self.reader._blank, [], [], []  # pylint: disable=protected-access
+      for f in self.futures:
+        row, reason = f.result() if f is not None else (None, None)
+        rows.append(row if row is not None else blank)
+        bad.append(reason is not None)
+        reasons.append(reason)
+      out = {k: np.stack([r[k] for r in rows]) for k in blank}
+      out.update(bad=np.array(bad, bool), reason=reasons)
+    out.update(index=self.indices.astype(np.int64), epoch=self.epochs.astype(np.int64))
     return out
 
 
