@@ -40,7 +40,7 @@ _PREPARE = flags.DEFINE_string(
     'from the files in --manual_dir, then exit')
 _CONVERT = flags.DEFINE_string(
     'convert', None, 'write an ArrayRecord copy of this TFRecord-prepared tfds dataset next '
-    'to its files (vt_jax reads ArrayRecord), then exit')
+    'to its files (vt_jax reads ArrayRecord; the TFRecord files stay), then exit')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'with --prepare/--convert: tfds data_dir')
 _MANUAL_DIR = flags.DEFINE_string(
     'manual_dir', None, 'with --prepare: directory holding the downloaded files '
@@ -61,8 +61,9 @@ def main(argv):
                                                        _DATA_DIR.value))
     written = source.convert_to_array_record(builder)
     print(f'{builder.info.full_name} in {builder.data_dir}: ' +
-          (f'wrote {len(written)} ArrayRecord files (the TFRecord files next to them are no '
-           'longer read; delete them to save space)' if written else
+          (f'wrote {len(written)} ArrayRecord files next to the TFRecord ones (vt_jax reads '
+           'those; tfds and older vt_jax versions keep reading the TFRecord files)'
+           if written else
            'already has ArrayRecord files'))
     return
   if _PREPARE.value:

@@ -1,13 +1,15 @@
 """Where examples come from: tfds builders prepared as ArrayRecord, read by random access.
 
-Every dataset vt_jax builds (the bundled ones on first use, the manual ones with
-`python -m vt_jax.data --prepare=NAME`) is written as ArrayRecord
-(`download_and_prepare(file_format='array_record')`) and read with
+Every dataset vt_jax builds is stored as ArrayRecord -- the manual ones
+(`python -m vt_jax.data --prepare=NAME`) with `download_and_prepare(file_format=
+'array_record')`, the small bundled ones as TFRecord plus an ArrayRecord copy -- and read with
 `builder.as_data_source(split)`: example i of a split is one random-access read, so the
 global order (`order.py`) can fetch exactly the examples a process needs, and a resumed run
 seeks without reading anything before its first batch. A dataset prepared earlier as
-TFRecord is converted in place by `python -m vt_jax.data --convert=NAME --data_dir=DIR`
-(`convert_to_array_record`); bundled ones are converted on first use.
+TFRecord gets an ArrayRecord copy of its files, next to them, from
+`python -m vt_jax.data --convert=NAME --data_dir=DIR` (`convert_to_array_record`; bundled
+datasets on first use); the TFRecord files and the dataset's info stay as they were, so tfds
+and older vt_jax versions sharing the data_dir keep working.
 """
 
 from __future__ import annotations
@@ -93,7 +95,10 @@ def _build_bundled(builder, name: str) -> None:
   start = time.time()
   printed = io.StringIO()  # tfds prints its download messages to stdout
   with contextlib.redirect_stdout(printed), _no_progress_bar():
-    builder.download_and_prepare(file_format=FILE_FORMAT)
+    # TFRecord plus an ArrayRecord copy (small data): tfds and older vt_jax versions that
+    # share the data_dir read the former, this one the latter.
+    builder.download_and_prepare()
+    convert_to_array_record(builder)
   logging.info("built %r in %.0f s", name, time.time() - start)
 
 
@@ -106,9 +111,32 @@ def _no_progress_bar():
     tfds.enable_progress_bar()
 
 
+def _converted_paths(builder) -> list[tuple[str, str]]:
+  """(TFRecord shard, its ArrayRecord copy's path) for every shard of every split."""
+  pairs = []
+  for split in builder.info.splits.values():
+    for path in split.filepaths:
+      path = str(path)
+      marker = '.tfrecord-'
+      if marker not in os.path.basename(path):
+        raise ValueError(f'unexpected TFRecord shard name {path} (no {marker!r})')
+      pairs.append((path, os.path.join(
+          os.path.dirname(path), os.path.basename(path).replace(marker, f'.{FILE_FORMAT}-'))))
+  return pairs
+
+
 def has_array_record(builder) -> bool:
+  """Whether `builder`'s data can be read as ArrayRecord; switches the (in-memory) info of
+  a dataset converted by `convert_to_array_record` to those files."""
   formats = builder.info.available_file_formats()
-  return any(f.value == FILE_FORMAT for f in formats)
+  if any(f.value == FILE_FORMAT for f in formats):
+    return True
+  if builder.info.file_format is None or builder.info.file_format.value != 'tfrecord':
+    return False
+  if not all(tf.io.gfile.exists(target) for _, target in _converted_paths(builder)):
+    return False
+  builder.info.set_file_format(FILE_FORMAT, override=True, override_if_initialized=True)
+  return True
 
 
 def convert_command(name: str, data_dir: str | None) -> str:
@@ -127,11 +155,12 @@ def convert_to_array_record(builder) -> list[str]:
   """Writes an ArrayRecord copy of every TFRecord shard next to it; returns the new paths.
 
   The serialized examples are copied unchanged, shard by shard and in order, so example i
-  of a split is the same example in both formats; the dataset's info then names ArrayRecord
-  as its format. The TFRecord files stay (nothing is deleted); vt_jax no longer reads them. Hand-written because tfds 4.9.10's
-  own converter (tensorflow_datasets.scripts.cli.convert_format_utils) imports Apache Beam
-  at module level, which vt_jax does not depend on; the writing itself is tfds's
-  ArrayRecord file adapter.
+  of a split is the same example in both formats. The dataset's files and info are left
+  as they are (tfds and older vt_jax versions keep reading the TFRecord files); vt_jax
+  reads the copies (`has_array_record`). Hand-written because tfds 4.9.10's own converter
+  (tensorflow_datasets.scripts.cli.convert_format_utils) imports Apache Beam at module
+  level, which vt_jax does not depend on; the writing itself is tfds's ArrayRecord file
+  adapter.
   """
   from tensorflow_datasets.core import file_adapters  # pylint: disable=g-import-not-at-top
   info = builder.info
@@ -142,22 +171,12 @@ def convert_to_array_record(builder) -> list[str]:
                      f'{info.file_format}; only TFRecord can be converted')
   adapter = file_adapters.ADAPTER_FOR_FORMAT[file_adapters.FileFormat.ARRAY_RECORD]
   written = []
-  for split in info.splits.values():
-    for path in split.filepaths:
-      path = str(path)
-      marker = '.tfrecord-'
-      if marker not in os.path.basename(path):
-        raise ValueError(f'unexpected TFRecord shard name {path} (no {marker!r})')
-      target = os.path.join(os.path.dirname(path),
-                            os.path.basename(path).replace(marker, f'.{FILE_FORMAT}-'))
-      records = tf.data.TFRecordDataset(path).as_numpy_iterator()
-      adapter.write_examples(target + '.tmp', ((None, r) for r in records))
-      tf.io.gfile.rename(target + '.tmp', target, overwrite=True)
-      written.append(target)
-  # tfds 4.9.10 does not read an alternative format back from dataset_info.json for a
-  # builder defined in code, so ArrayRecord becomes the dataset's format.
-  info.set_file_format(FILE_FORMAT, override=True, override_if_initialized=True)
-  info.write_to_directory(builder.data_dir)
+  for path, target in _converted_paths(builder):
+    records = tf.data.TFRecordDataset(path).as_numpy_iterator()
+    adapter.write_examples(target + '.tmp', ((None, r) for r in records))
+    tf.io.gfile.rename(target + '.tmp', target, overwrite=True)  # complete files only
+    written.append(target)
+  has_array_record(builder)  # read the copies from now on
   return written
 
 
@@ -188,6 +207,7 @@ def _skip_decoders(builder) -> dict:
 def open_records(builder, split: str, name: str, data_dir: str | None = None):
   """Random-access records of `split`: `len()`, `[i]` and `__getitems__([i, ...])` give
   feature dicts with images left encoded (bytes)."""
+  has_array_record(builder)  # a converted dataset: read its ArrayRecord copies
   try:
     return builder.as_data_source(split, decoders=_skip_decoders(builder),
                                   file_format=FILE_FORMAT)
