@@ -273,6 +273,11 @@ def check_data_record(manager: ocp.CheckpointManager, expected: dict, workdir: s
   steps = sorted(manager.all_steps(), reverse=True)
   record = next((r for r in (read_data_record(manager, s) for s in steps) if r), None)
   if record is None:
+    if steps:
+      logging.warning("the checkpoints in %s hold no data record (written by a vt_jax that "
+                      "read each process's own slice of the data): the run continues in "
+                      "the global example order, not the order it was trained with so far",
+                      manager.directory)
     return
   changed = [k for k in expected if k in record and record[k] != expected[k]]
   if changed:
