@@ -133,7 +133,10 @@ def has_array_record(builder) -> bool:
     return True
   if builder.info.file_format is None or builder.info.file_format.value != 'tfrecord':
     return False
-  if not all(tf.io.gfile.exists(target) for _, target in _converted_paths(builder)):
+  if not builder.is_prepared():
+    return False
+  pairs = _converted_paths(builder)
+  if not pairs or not all(tf.io.gfile.exists(target) for _, target in pairs):
     return False
   builder.info.set_file_format(FILE_FORMAT, override=True, override_if_initialized=True)
   return True
