@@ -18,8 +18,8 @@ flight. Prints images/s, images/s per thread and images per CPU-second
 accelerator's training images/s by the per-CPU-second figure for the host cores
 one accelerator needs; with --train_step_json (the last line of
 `benchmarks/train_step.py --json`) and --target_images_per_sec it prints that
-division for each measured train step and each target rate, with and without
-AutoAugment. No JAX hand-off (that is a memcpy, not the bottleneck).
+division for each measured train step and each target rate, for each --augments value.
+No JAX hand-off (that is a memcpy, not the bottleneck).
 """
 
 import collections
