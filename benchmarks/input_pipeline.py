@@ -1,24 +1,28 @@
 """Images/s of the ImageNet train pipeline on generated JPEGs (224 px), per core, against
 what the train step consumes.
 
-    python benchmarks/input_pipeline.py [--batches=30] [--batch=64] [--threads=1,2]
+    python benchmarks/input_pipeline.py [--batches=30] [--batch=64] [--threads=1,2] \
+        [--augments=none,autoaugment,device]
     python benchmarks/train_step.py --json | tail -1 > /tmp/step.json
     python benchmarks/input_pipeline.py --train_step_json=/tmp/step.json \
         --target_images_per_sec=3000
 
 Builds the generated dataset `vt_jax_synthetic/bench` (512 JPEGs of ~400x350 px,
-like ImageNet's average) in --data_dir, then times the real train pipeline
-(`vt_jax.data.pipeline.build_dataset`: read, shuffle, decode+Inception crop,
-flip, [AutoAugment], normalise, batch) with tf.data's thread pool pinned to each
---threads value. Prints images/s, images/s per thread and images per CPU-second
+like ImageNet's average) as ArrayRecord in --data_dir, then times the real train
+pipeline (`vt_jax.data.pipeline.Reader`: global order, random-access reads,
+decode+Inception crop, then flip, [AutoAugment], normalise -- or, for 'device',
+config.data.augment_device=True: decode + crop + resize to uint8 only, the rest being
+the accelerator's) with its thread pool set to each --threads value, a few batches in
+flight. Prints images/s, images/s per thread and images per CPU-second
 (all threads; the per-core rate, steady even on a shared machine): divide your
 accelerator's training images/s by the per-CPU-second figure for the host cores
 one accelerator needs; with --train_step_json (the last line of
 `benchmarks/train_step.py --json`) and --target_images_per_sec it prints that
-division for each measured train step and each target rate, with and without
-AutoAugment. No JAX hand-off (that is a memcpy, not the bottleneck).
+division for each measured train step and each target rate, for each --augments value.
+No JAX hand-off (that is a memcpy, not the bottleneck).
 """
 
+import collections
 import json
 import math
 import os
@@ -27,6 +31,7 @@ import time
 
 from absl import app
 from absl import flags
+import numpy as np
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -42,8 +47,9 @@ _BATCH = flags.DEFINE_integer('batch', 64, 'per-process batch size')
 _THREADS = flags.DEFINE_list('threads', [str(os.cpu_count())] if os.cpu_count() == 1
                              else ['1', str(os.cpu_count())],
                              'tf.data private thread-pool sizes to try')
-_AUGMENTS = flags.DEFINE_list('augments', ['none', 'autoaugment'],
-                              'config.data.augment values to try')
+_AUGMENTS = flags.DEFINE_list('augments', ['none', 'autoaugment', 'device'],
+                              "config.data.augment values to try on the host; 'device': "
+                              "augment_device=True (host decodes and crops only)")
 _STEP_JSON = flags.DEFINE_string('train_step_json', None, 'a file holding the JSON line '
                                  'of benchmarks/train_step.py --json (the consumers)')
 _TARGETS = flags.DEFINE_list('target_images_per_sec', [], 'further consumption rates '
@@ -52,17 +58,22 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None, 'where to build the JPEGs '
                                 '(default: a temp dir)')
 
 
-def _time(cfg, threads: int, batch: int, batches: int) -> float:
-  ds, _ = pipeline.build_dataset(cfg, 'train', batch, seed=0,
-                                 num_threads=threads)
-  it = ds.as_numpy_iterator()
-  for _ in range(3):  # warm-up: graph tracing, thread start, shuffle fill
-    next(it)
+def _time(cfg, threads: int, batch: int, batches: int, in_flight: int = 3) -> float:
+  reader = pipeline.Reader(cfg, 'train', batch, seed=0, num_threads=threads)
+  rows = np.arange(batch)
+  for step in range(2):  # warm-up: graph tracing, thread start
+    reader.host_batch(step, rows)
+  pending = collections.deque(reader.submit(2 + s, rows) for s in range(in_flight))
   start, cpu_start = time.perf_counter(), time.process_time()
-  for _ in range(batches):
-    next(it)
+  for step in range(batches):
+    pending.popleft().result()
+    pending.append(reader.submit(2 + in_flight + step, rows))
   images = batches * batch
-  return images / (time.perf_counter() - start), images / (time.process_time() - cpu_start)
+  rates = images / (time.perf_counter() - start), images / (time.process_time() - cpu_start)
+  for p in pending:
+    p.cancel()
+  reader.close()
+  return rates
 
 
 def main(argv):
@@ -71,7 +82,7 @@ def main(argv):
   runtime.setup_tensorflow()  # as a training run's input pipeline
   data_dir = _DATA_DIR.value or tempfile.mkdtemp(prefix='vt_jax_bench_')
   name = f'{synthetic.NAME}/bench'
-  tfds.builder(name, data_dir=data_dir).download_and_prepare()
+  tfds.builder(name, data_dir=data_dir).download_and_prepare(file_format='array_record')
   # images per CPU-second (all threads): the per-core rate even on a loaded machine.
   print(f'{"augment":<12} {"threads":>7} {"images/s":>9} {"per thread":>10} '
         f'{"per CPU-s":>10}')
@@ -79,7 +90,8 @@ def main(argv):
   for augment in _AUGMENTS.value:
     cfg = data_configs.imagenet(name=name, data_dir=data_dir, num_classes=10,
                                 train_split='train', eval_split='test',
-                                augment=augment, shuffle_buffer=512)
+                                augment='none' if augment == 'device' else augment,
+                                augment_device=augment == 'device')
     for threads in map(int, _THREADS.value):
       rate, per_cpu_s = _time(cfg, threads, _BATCH.value, _BATCHES.value)
       per_core[augment] = per_cpu_s  # at the most threads tried (listed last)

@@ -26,8 +26,7 @@ def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.data = data_configs.imagenet(
       name='vt_jax_synthetic/clean', data_dir={data_dir!r}, num_classes=10,
-      train_split='train', eval_split='test', image_size=16, eval_resize=20,
-      shuffle_buffer=16)
+      train_split='train', eval_split='test', image_size=16, eval_resize=20)
   return config
 '''
 
@@ -55,7 +54,7 @@ def test_peek_cli_prints_batches_and_writes_png(tmp_path):
 
 
 def test_summary_and_grid_for_mock_imagenet(tmp_path):
-  cfg = data_configs.imagenet(image_size=32, eval_resize=40, shuffle_buffer=8)
+  cfg = data_configs.imagenet(image_size=32, eval_resize=40)
   mesh = jax.make_mesh((8,), ('data',))
   with tfds.testing.mock_data(num_examples=10):
     info = data.get_info(cfg)

@@ -20,7 +20,7 @@ def data_dir(tmp_path_factory):
 def _cfg(data_dir, config='clean', **kw):
   fields = dict(name=f'{synthetic.NAME}/{config}', data_dir=data_dir,
                 num_classes=10, train_split='train', eval_split='test',
-                image_size=16, eval_resize=20, shuffle_buffer=16)
+                image_size=16, eval_resize=20)
   fields.update(kw)
   return data_configs.imagenet(**fields)
 
@@ -33,7 +33,7 @@ def mesh():
 @pytest.fixture(scope='module', autouse=True)
 def _prepare(data_dir):
   for config in ('clean', 'bad'):
-    tfds.builder(f'{synthetic.NAME}/{config}', data_dir=data_dir).download_and_prepare()
+    tfds.builder(f'{synthetic.NAME}/{config}', data_dir=data_dir).download_and_prepare(file_format='array_record')
 
 
 def _take(it, n):
@@ -41,7 +41,7 @@ def _take(it, n):
 
 
 def test_mock_imagenet_batches_are_global_sharded_and_normalised(mesh):
-  cfg = data_configs.imagenet(image_size=32, eval_resize=40, shuffle_buffer=8)
+  cfg = data_configs.imagenet(image_size=32, eval_resize=40)
   with tfds.testing.mock_data(num_examples=12):
     info = data.get_info(cfg)
     assert info.num_classes == 1000 and info.image_shape == (32, 32, 3)
@@ -73,42 +73,20 @@ def test_same_seed_same_batches_different_seed_different(data_dir, mesh):
   assert any(not np.array_equal(x['image'], z['image']) for x, z in zip(a, c))
 
 
-@pytest.mark.parametrize('n,count', [(48, 1), (48, 5), (21, 8), (3, 4)])
-def test_shard_bounds_disjoint_and_covering(n, count):
-  covered = []
-  for i in range(count):
-    start, end = source.shard_bounds(n, i, count)
-    covered += range(start, end)
-    assert end - start in (n // count, -(-n // count))
-  assert covered == list(range(n))
-
-
-def _indices(ds):
-  out = []
-  for batch in ds.as_numpy_iterator():
-    out.append(batch['index'][batch['valid'] > 0])
-  return np.concatenate(out), len(out)
-
-
-def test_process_shards_disjoint_covering_and_equal_eval_steps(data_dir):
+def test_eval_rows_split_over_processes_cover_the_split_once(data_dir):
+  """Three simulated processes, each reading its third of the rows: every example once,
+  the same number of steps for each (ceil(N / global batch)), padding rows valid=0."""
   cfg = _cfg(data_dir)
-  seen, steps = [], []
-  for i in range(3):
-    ds, _ = pipeline.build_dataset(cfg, 'eval', 4, process_index=i,
-                                   process_count=3)
-    idx, n = _indices(ds)
-    seen.append(idx)
-    steps.append(n)
-  assert len(set(steps)) == 1  # every process runs the same number of steps
-  assert steps[0] == pipeline.num_eval_steps(cfg, 12, process_count=3)
-  all_idx = np.concatenate(seen)
-  assert sorted(all_idx.tolist()) == list(range(21))
-  # Train: one epoch of each process's stream stays inside its shard.
-  for i in range(3):
-    ds, _ = pipeline.build_dataset(cfg, 'train', 4, seed=0, process_index=i,
-                                   process_count=3)
-    idx = np.concatenate([b['index'] for b in ds.take(4).as_numpy_iterator()])
-    assert sorted(idx.tolist()) == list(range(16 * i, 16 * (i + 1)))
+  reader = pipeline.Reader(cfg, 'eval', 12)
+  assert reader.num_steps == pipeline.num_eval_steps(cfg, 12) == 2
+  seen = []
+  for step in range(reader.num_steps):
+    for p in range(3):
+      batch = reader.host_batch(step, np.arange(4 * p, 4 * p + 4))
+      seen += batch['index'][batch['valid'] > 0].tolist()
+      assert np.all((batch['index'] >= 0) == (batch['valid'] > 0))
+  reader.close()
+  assert sorted(seen) == list(range(21))
 
 
 def test_resume_yields_exactly_the_remaining_batches(data_dir, mesh):
@@ -120,7 +98,7 @@ def test_resume_yields_exactly_the_remaining_batches(data_dir, mesh):
   for x, y in zip(full[4:], resumed):
     np.testing.assert_array_equal(x['image'], y['image'])
     np.testing.assert_array_equal(x['label'], y['label'])
-  # Epoch 2 visits the shard in a different order than epoch 1.
+  # Epoch 2 visits the split in a different order than epoch 1.
   first = np.concatenate([b['label'] for b in full[:6]])
   second = np.concatenate([b['label'] for b in full[6:10]])
   assert not np.array_equal(first[:32], second)
@@ -140,8 +118,6 @@ def test_eval_pass_counts_every_example_once(data_dir, mesh):
 def test_bad_batch_size_and_unprepared_dataset_errors(data_dir, mesh, tmp_path):
   with pytest.raises(ValueError, match='not divisible by the mesh axis'):
     data.make_iterator(_cfg(data_dir), 'train', 12, mesh)
-  with pytest.raises(ValueError, match=r'process_count\(\)=4'):
-    pipeline._per_process_batch(10, 4)
   with pytest.raises(ValueError, match='config.data.eval_resize=20 is smaller'):
     data.make_iterator(_cfg(data_dir, image_size=24), 'eval', 8, mesh)
   cfg = data_configs.imagenet(data_dir=str(tmp_path))
@@ -157,27 +133,30 @@ def test_bundled_digits_build_offline_and_eval_covers_split(tmp_path, mesh):
   cfg = data_configs.digits(data_dir=str(tmp_path))
   info = data.get_info(cfg)  # builds 'digits' here, from scikit-learn's copy
   assert info.num_examples == {'train': 1437, 'eval': 360}
-  ds, _ = pipeline.build_dataset(cfg, 'eval', 64)
-  idx, steps = _indices(ds)
-  assert steps == 6 and sorted(idx.tolist()) == list(range(360))
+  it = data.make_iterator(cfg, 'eval', 64, mesh)
+  batches = [jax.tree.map(np.asarray, b) for b in it]
+  assert len(batches) == 6 and sum(b['valid'].sum() for b in batches) == 360
   batch = next(data.make_iterator(cfg, 'train', 64, mesh, seed=0))
   assert batch['image'].shape == (64, 32, 32, 3)
   assert np.asarray(batch['label']).max() < 10
 
 
 def test_train_rows_equal_reference_preprocessing_of_their_example(data_dir):
-  """Row = normalise(imagenet.train_preprocess(bytes[index], seed(epoch 0, index)))."""
+  """Row = normalise(imagenet.train_preprocess(bytes[index], seed(epoch, index))): the host
+  path's images are those of the tf.data pipeline before the global order (same ops, same
+  per-example seeds), so only the order of earlier runs changed."""
   from vt_jax.data import imagenet  # pylint: disable=g-import-not-at-top
   cfg = _cfg(data_dir, augment='randaugment')
-  ds, _ = pipeline.build_dataset(cfg, 'train', 8, seed=5)
-  batch = next(ds.as_numpy_iterator())
+  reader = pipeline.Reader(cfg, 'train', 8, seed=5)
+  batch = reader.host_batch(7, np.arange(8))  # step 7 of 6 per epoch: epoch 1
+  reader.close()
+  assert np.all(batch['epoch'] == 1)
   builder = tfds.builder(cfg.name, data_dir=data_dir)
-  raw = list(builder.as_dataset(
-      split='train', decoders={'image': tfds.decode.SkipDecoding()}))
+  raw = builder.as_data_source('train', decoders={'image': tfds.decode.SkipDecoding()})
   for row in range(8):
     i = int(batch['index'][row])
     expected = imagenet.train_preprocess(
-        raw[i]['image'], np.array([5 * 1_000_003, i]), image_size=16,
+        raw[i]['image'], np.array([5 * 1_000_003 + 1, i]), image_size=16,
         augment='randaugment')
     expected = (expected.numpy() - np.asarray(cfg.mean)) / np.asarray(cfg.std)
     np.testing.assert_allclose(batch['image'][row], expected, atol=1e-5)
@@ -188,7 +167,7 @@ def test_segmentation_train_batches_are_deterministic_with_masks(tmp_path, mesh)
   cfg = data_configs.lip(name=f'{synthetic.NAME}/seg', data_dir=str(tmp_path),
                          num_classes=5, train_split='train', eval_split='test',
                          image_size=24, scale_range=(0.8, 1.2),
-                         skip_bad_examples=True, shuffle_buffer=8)
+                         skip_bad_examples=True)
   a = _take(data.make_iterator(cfg, 'train', 8, mesh, seed=2), 2)
   b = _take(data.make_iterator(cfg, 'train', 8, mesh, seed=2, start_step=1), 1)
   assert a[0]['mask'].shape == (8, 24, 24) and a[0]['mask'].dtype == np.int32
@@ -205,3 +184,26 @@ def test_segmentation_config_must_match_builder_mask_classes(mesh):
     data.make_iterator(cfg, 'train', 8, mesh)
   for make in (data_configs.lip, data_configs.coco_stuff, data_configs.digit_scenes):
     pipeline._check_segmentation_meta(make())  # the defaults agree
+
+
+def test_tfrecord_dataset_names_the_convert_command_which_converts_in_place(tmp_path):
+  name = f'{synthetic.NAME}/clean'
+  data_dir = str(tmp_path)
+  tfds.builder(name, data_dir=data_dir).download_and_prepare()  # TFRecord (tfds' default)
+  with pytest.raises(FileNotFoundError) as e:
+    source.open_records(tfds.builder(name, data_dir=data_dir), 'test', name, data_dir)
+  command = f'python -m vt_jax.data --convert={name} --data_dir={data_dir}'
+  assert command in str(e.value)
+  expected = [int(x['label']) for x in tfds.builder(name, data_dir=data_dir).as_dataset(
+      split='test', decoders={'image': tfds.decode.SkipDecoding()})]
+  written = source.convert_to_array_record(tfds.builder(name, data_dir=data_dir))  # --convert
+  assert len(written) == 2 and all('.array_record-' in w for w in written)
+  records = source.open_records(tfds.builder(name, data_dir=data_dir), 'test', name, data_dir)
+  assert [int(records[i]['label']) for i in range(len(records))] == expected  # same order
+
+
+def test_bundled_dataset_prepared_as_tfrecord_is_converted_on_first_use(tmp_path, mesh):
+  name = f'{synthetic.NAME}/clean'
+  tfds.builder(name, data_dir=str(tmp_path)).download_and_prepare()  # an earlier vt_jax's
+  batch = next(data.make_iterator(_cfg(str(tmp_path)), 'eval', 8, mesh))
+  assert np.asarray(batch['valid']).sum() == 8

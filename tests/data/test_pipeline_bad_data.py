@@ -14,7 +14,7 @@ from vt_jax.data import testing as synthetic  # registers vt_jax_synthetic
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   d = str(tmp_path_factory.mktemp('tfds'))
-  tfds.builder(f'{synthetic.NAME}/bad', data_dir=d).download_and_prepare()
+  tfds.builder(f'{synthetic.NAME}/bad', data_dir=d).download_and_prepare(file_format='array_record')
   return d
 
 
@@ -26,7 +26,7 @@ def mesh():
 def _cfg(data_dir, **kw):
   fields = dict(name=f'{synthetic.NAME}/bad', data_dir=data_dir, num_classes=10,
                 train_split='train', eval_split='train', image_size=16,
-                eval_resize=20, shuffle_buffer=16)
+                eval_resize=20)
   fields.update(kw)
   return data_configs.imagenet(**fields)
 

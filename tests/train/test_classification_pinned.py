@@ -20,6 +20,12 @@ for the lr schedule written with optax's pieces (optax.linear_schedule rounds th
 float32 arithmetic differently: the lr moved by 3e-7 relative, step 4's loss by 1.0e-7 and
 its grad norm by 1.9e-7; the eval unchanged).
 
+Re-recorded for the data order: the input pipeline now visits the train split in one global
+order (a keyed permutation per epoch, the same on every process layout) instead of a 10k
+shuffle buffer per process, so steps 2 and 4 see other examples; each example's
+preprocessing is unchanged (same ops, same per-example seeds). The eval examples are the
+same; its numbers moved with the weights.
+
 A change that legitimately alters the quickstart's numerics (a model's arithmetic, the data
 pipeline, the recipe) must re-record them the same way and say why in its commit.
 """
@@ -38,14 +44,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 RECORDED_WITH = "0.10."  # the jax version the values below were recorded with
 
 PINNED = [
-    {"step": 2, "split": "train", "loss": 2.299152135848999, "top1": 0.140625,
-     "grad_norm": 10.680133819580078, "lr": 0.0030113626271486282,
+    {"step": 2, "split": "train", "loss": 2.307447910308838, "top1": 0.03125,
+     "grad_norm": 12.330204010009766, "lr": 0.003011363558471203,
      "epoch": 0.045454545454545456, "skipped_updates": 0.0, "skipped_examples": 0.0},
-    {"step": 4, "split": "train", "loss": 2.2920081615448, "top1": 0.140625,
-     "grad_norm": 10.233319282531738, "lr": 0.00403409032151103,
+    {"step": 4, "split": "train", "loss": 2.309295177459717, "top1": 0.078125,
+     "grad_norm": 14.244840621948242, "lr": 0.0040340907871723175,
      "epoch": 0.09090909090909091, "skipped_updates": 0.0, "skipped_examples": 0.0},
-    {"step": 4, "split": "eval", "loss": 2.2996246337890627, "top1": 0.1, "top5": 0.5,
-     "epoch": 0.09090909090909091},
+    {"step": 4, "split": "eval", "loss": 2.297765096028646, "top1": 0.1,
+     "top5": 0.49722222222222223, "epoch": 0.09090909090909091},
 ]
 
 

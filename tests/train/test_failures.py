@@ -9,6 +9,7 @@ import pytest
 
 from tests.train import train_fakes
 from vt_jax.config_lib import data as data_configs
+from vt_jax.train import checkpoint
 from vt_jax.train import control
 from vt_jax.train import loop
 from vt_jax.train import run_config
@@ -98,12 +99,13 @@ def test_skipped_bad_examples_are_counted_in_metrics_and_progress(tmp_path, capl
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from vt_jax.data import testing as synthetic  # pylint: disable=g-import-not-at-top
   data_dir = str(tmp_path / "tfds")
-  tfds.builder(f"{synthetic.NAME}/bad", data_dir=data_dir).download_and_prepare()
+  tfds.builder(f"{synthetic.NAME}/bad", data_dir=data_dir).download_and_prepare(
+      file_format="array_record")
   # 48 train examples, batch 16: one epoch (3 steps) holds both bad examples (5 and 11).
   config = train_fakes.tiny_config(num_train_steps=3, log_every_steps=1)
   config.data = data_configs.imagenet(
       name=f"{synthetic.NAME}/bad", data_dir=data_dir, num_classes=10, train_split="train",
-      eval_split="test", image_size=16, eval_resize=20, shuffle_buffer=16,
+      eval_split="test", image_size=16, eval_resize=20,
       skip_bad_examples=True)
   with caplog.at_level(logging.INFO):
     loop.train_and_evaluate(config, str(tmp_path / "run"))
@@ -112,3 +114,17 @@ def test_skipped_bad_examples_are_counted_in_metrics_and_progress(tmp_path, capl
   assert [r["step"] for r in train] == [1, 2, 3]
   assert sum(r["skipped_examples"] for r in train) == 2
   assert "skipped 2 bad examples" in caplog.text
+  # The checkpoint records the input stream; a resume over a different one is refused,
+  # naming the field, before any work.
+  from vt_jax import data  # pylint: disable=g-import-not-at-top
+  manager = checkpoint.make_manager(str(tmp_path / "run"), config, read_only=True)
+  expected = data.fingerprint(config.data, config.batch_size, config.seed)
+  assert checkpoint.read_data_record(manager, 3) == dict(expected, examples_consumed=48)
+  checkpoint.check_data_record(manager, expected, "W")  # the same stream: accepted
+  with pytest.raises(run_config.ConfigMismatchError,
+                     match=r"config.batch_size: saved 16, now 32"):
+    checkpoint.check_data_record(manager, dict(expected, global_batch_size=32), "W")
+  with pytest.raises(run_config.ConfigMismatchError, match=r"number of examples.*saved 48"):
+    checkpoint.check_data_record(manager, dict(expected, num_examples=47), "W")
+  manager.close()
+

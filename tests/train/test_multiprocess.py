@@ -118,3 +118,40 @@ def test_segmentation_miou_over_two_processes_equals_one_process(tmp_path):
       assert final[key] == pytest.approx(value, abs=1e-12), key
   assert {k for k in final if k.startswith("iou/")} == {
       k for k in distributed if k.startswith("iou/")}
+
+
+def _train_loss_at(workdir, step):
+  records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  return [r for r in records if r["split"] == "train" and r["step"] == step][-1]["loss"]
+
+
+def _one_process(flags, devices):
+  env = dict(os.environ, PYTHONPATH=ROOT,
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  proc = subprocess.run([sys.executable, "-m", "vt_jax.main", *flags], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _two_processes(flags):
+  proc = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", *flags], cwd=ROOT,
+                        env=_env(), capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_one_data_order_on_every_topology_and_across_a_resize(tmp_path):
+  """The quickstart for 24 steps as 1 process x 2 devices, as 2 processes x 1 device, and
+  as 2x1 stopped at step 12 then resumed as 1x2: the same examples in the same rows, so the
+  same step-24 train loss (up to float32 reduction order)."""
+  common = ["--config=configs/quickstart.py", "--config.log_every_steps=2",
+            "--config.checkpoint.async_save=False"]
+  _one_process([f"--workdir={tmp_path / 'a'}", *common, "--config.num_train_steps=24"], 2)
+  _two_processes([f"--workdir={tmp_path / 'b'}", *common, "--config.num_train_steps=24"])
+  _two_processes([f"--workdir={tmp_path / 'c'}", *common, "--config.num_train_steps=12"])
+  _one_process([f"--workdir={tmp_path / 'c'}", *common, "--config.num_train_steps=24"], 2)
+  reference = _train_loss_at(tmp_path / "a", 24)
+  assert _train_loss_at(tmp_path / "b", 24) == pytest.approx(reference, rel=2e-4)
+  assert _train_loss_at(tmp_path / "c", 24) == pytest.approx(reference, rel=2e-4)
+  assert _train_loss_at(tmp_path / "c", 12) == pytest.approx(_train_loss_at(tmp_path / "a", 12),
+                                                             rel=2e-4)

@@ -32,7 +32,6 @@ def test_vt_r18_advanced_recipe_trains_and_evaluates_through_imagenet_preprocess
   config.log_every_steps = 1
   config.data.image_size = 64
   config.data.eval_resize = 72
-  config.data.shuffle_buffer = 16
   assert config.data.preprocess == "imagenet"  # Inception crop + flip / resize + centre crop
   config.data.update(name="vt_jax_synthetic/clean", train_split="train", eval_split="test",
                      data_dir=str(tmp_path / "data"))

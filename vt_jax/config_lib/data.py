@@ -4,7 +4,7 @@
 
 Every function returns a ConfigDict with the common fields
   name, data_dir, train_split, eval_split, task, num_classes, image_size,
-  skip_bad_examples, shuffle_buffer, mean, std
+  skip_bad_examples, augment, augment_device, mean, std
 plus its own preprocessing fields; keyword overrides replace any field, and an
 unknown keyword raises (a typo never passes silently).
 """
@@ -32,8 +32,11 @@ def _common(**kw) -> dict:
       # placeholder, so that --config.data.data_dir=DIR can override the None.
       data_dir=ml_collections.config_dict.placeholder(str),
       skip_bad_examples=False,  # True: bad examples become valid=0 rows, counted
-      shuffle_buffer=10_000,    # examples in the per-epoch shuffle buffer (per process)
       augment='none',           # 'none' | 'autoaugment' | 'randaugment' (train only)
+      # True: the host only decodes, crops and resizes (classification train batches:
+      # uint8 'image' + 'epoch' and 'index'); flips, colour ops and `augment`'s policy run
+      # in the train step on the accelerator. False: all of it on the host (float32 batches).
+      augment_device=False,
       randaugment_layers=2,     # ops per image (RandAugment N)
       randaugment_magnitude=9.0,  # RandAugment M on the 0..10 level scale
       mean=IMAGENET_MEAN,       # per-channel, 0..255 units, subtracted
@@ -62,7 +65,6 @@ def digits(**overrides) -> ml_collections.ConfigDict:
       train_split='train', eval_split='test',
       preprocess='resize',      # resize to image_size, no crop/flip (digits are not symmetric)
       image_size=32,            # px; 8x8 sources upsampled (model needs >= 32)
-      shuffle_buffer=2_000,
       mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5),
   ), overrides)
 
@@ -82,7 +84,6 @@ def digit_scenes(canvas: int = 64, task: str = 'segmentation',
       scale_range=(0.75, 1.5),  # segmentation train: random rescale factors
       flip=False,               # segmentation train: no mirroring (a mirrored digit is none)
       ignore_label=255 if seg else None,
-      shuffle_buffer=2_000,
       mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5),
   ), overrides)
 
@@ -97,7 +98,6 @@ def coco_stuff(**overrides) -> ml_collections.ConfigDict:
       scale_range=(0.5, 2.0),   # train random rescale factors
       flip=True,                # train: random horizontal flip of image and mask
       ignore_label=255,
-      shuffle_buffer=2_000,
   ), overrides)
 
 
@@ -112,5 +112,4 @@ def lip(**overrides) -> ml_collections.ConfigDict:
       # labels too, which this flip does not; off until it does.
       flip=False,
       ignore_label=255,
-      shuffle_buffer=2_000,
   ), overrides)

@@ -52,4 +52,11 @@ def num_eval_steps(data_config, global_batch_size: int) -> int:
   return pipeline.num_eval_steps(data_config, global_batch_size)
 
 
-__all__ = ['BadExampleError', 'DatasetInfo', 'get_info', 'make_iterator', 'num_eval_steps']
+def fingerprint(data_config, global_batch_size: int, seed: int) -> dict:
+  """What fixes the train example stream (recorded in checkpoints; a resume must match)."""
+  from vt_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  return pipeline.fingerprint(data_config, global_batch_size, seed)
+
+
+__all__ = ['BadExampleError', 'DatasetInfo', 'fingerprint', 'get_info', 'make_iterator',
+           'num_eval_steps']

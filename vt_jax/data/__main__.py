@@ -1,10 +1,13 @@
 r"""Peek at what the model will see: `python -m vt_jax.data --config=configs/X.py`;
-prepare a dataset from its manually downloaded files: `--prepare=NAME`.
+prepare a dataset from its manually downloaded files: `--prepare=NAME`; convert one
+prepared as TFRecord (by tfds, or an earlier vt_jax) to ArrayRecord in place:
+`--convert=NAME`.
 
     python -m vt_jax.data --config=configs/vt_r18.py --batches=2 --split=train \
         --save=/tmp/peek --config.data.augment=randaugment
 
     python -m vt_jax.data --prepare=imagenet2012 --data_dir=D --manual_dir=D/downloads/manual
+    python -m vt_jax.data --convert=imagenet2012 --data_dir=D
 
 Prints each batch's shapes, dtypes, value ranges and label (or mask class)
 histogram; with --save=DIR writes DIR/<split>_batch0.png, a grid of the first
@@ -37,7 +40,10 @@ _START_STEP = flags.DEFINE_integer('start_step', 0, 'first batch to show')
 _PREPARE = flags.DEFINE_string(
     'prepare', None, 'prepare this tfds dataset (e.g. imagenet2012, lip, coco_stuff) '
     'from the files in --manual_dir, then exit')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'with --prepare: tfds data_dir')
+_CONVERT = flags.DEFINE_string(
+    'convert', None, 'write an ArrayRecord copy of this TFRecord-prepared tfds dataset next '
+    'to its files (vt_jax reads ArrayRecord; the TFRecord files stay), then exit')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'with --prepare/--convert: tfds data_dir')
 _MANUAL_DIR = flags.DEFINE_string(
     'manual_dir', None, 'with --prepare: directory holding the downloaded files '
     '(default <data_dir>/downloads/manual)')
@@ -48,6 +54,21 @@ def main(argv):
   runtime.setup_tensorflow()  # tf.data reads the batches; JAX owns the accelerators
   import jax  # pylint: disable=g-import-not-at-top
   from vt_jax import data  # pylint: disable=g-import-not-at-top
+  if _CONVERT.value:
+    from vt_jax.data import source  # pylint: disable=g-import-not-at-top
+    source.register_bundled_builders()
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    builder = tfds.builder(_CONVERT.value, data_dir=_DATA_DIR.value)
+    if not builder.is_prepared():
+      raise app.UsageError(source.not_prepared_message(builder, _CONVERT.value,
+                                                       _DATA_DIR.value))
+    written = source.convert_to_array_record(builder)
+    print(f'{builder.info.full_name} in {builder.data_dir}: ' +
+          (f'wrote {len(written)} ArrayRecord files next to the TFRecord ones (vt_jax reads '
+           'those; tfds and older vt_jax versions keep reading the TFRecord files)'
+           if written else
+           'already has ArrayRecord files'))
+    return
   if _PREPARE.value:
     from vt_jax.data import source  # pylint: disable=g-import-not-at-top
     builder = source.prepare(_PREPARE.value, _DATA_DIR.value, _MANUAL_DIR.value)

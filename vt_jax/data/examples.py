@@ -2,15 +2,18 @@
 
 `decode` holds every op that bad data can make fail -- image/mask decoding,
 label and mask-class checks, and the ImageNet train crop that decodes only the
-crop window. The pipeline runs it per example inside a one-element dataset with
-`ignore_errors`, so a failure becomes a placeholder row marked `bad` instead of
-killing the run. That wrapper costs a function instantiation per example, so it
-is kept small: augmentation, resizing and normalisation run in `finish`, a plain
-parallel `map` (measured: AutoAugment inside the wrapper was 7x slower).
+crop window; `finish` augments, resizes and normalises. The pipeline runs both
+(`process`) in one `tf.function` per example and turns an error into a `bad` row.
+
+With `config.data.augment_device=True` (classification, train) the host stops
+after the crop and resize: no flip, no colour or policy augmentation, no
+normalisation; the image leaves as uint8 and the train step augments it on the
+accelerator, keyed by the example's (seed, epoch, index).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -57,6 +60,13 @@ class Processor:
     self.pad_value = tuple(float(m) for m in mean)  # normalises to 0
     self.mean = tf.constant(mean, tf.float32)
     self.std = tf.constant(std, tf.float32)
+    self.device_augment = bool(_field(cfg, 'augment_device', False))
+    if self.device_augment and self.task != 'classification':
+      raise ValueError(
+          f'config.data.augment_device=True but config.data.task={self.task!r}: '
+          'segmentation augments image and mask together on the host; set '
+          'config.data.augment_device=False.')
+    self.device_augment = self.device_augment and train
     self.aug = dict(
         randaugment_layers=_field(cfg, 'randaugment_layers', 2),
         randaugment_magnitude=_field(cfg, 'randaugment_magnitude', 9.0))
@@ -109,22 +119,6 @@ class Processor:
       out['mask'] = mask
     return out
 
-  def decode_placeholder(self, epoch, index, base_seed):
-    """What `decode` yields for an example it failed on (zero image).
-
-    Stage-1 images of fixed size (train crops, 'resize') get a zero image of
-    that size; variable-size ones (eval, segmentation) a 1x1 one, which
-    `finish` resizes/pads like any other.
-    """
-    fixed = self.task == 'classification' and (self.train or self.kind == 'resize')
-    side = self.cfg.image_size if fixed else 1
-    out = {'image': tf.zeros([side, side, 3], tf.float32), 'index': index,
-           'seed': tf.stack([base_seed * 1_000_003 + epoch, index]),
-           'bad': tf.constant(True), 'label': tf.zeros([], tf.int32)}
-    if self.task == 'segmentation':
-      out['mask'] = tf.fill([1, 1], self.ignore_label)
-    return out
-
   # --- stage 2: cannot fail on decoded data ---------------------------------------
 
   def finish(self, example):
@@ -144,6 +138,13 @@ class Processor:
                                        image_pad_value=self.pad_value)
       image, mask = res['image'], tf.cast(res['mask'], tf.int32)
       out['mask'] = tf.where(example['bad'], self.ignore_label, mask)
+    elif self.device_augment:  # crop/resize done in `decode`; the rest on the device
+      image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+      image = tf.where(example['bad'], tf.zeros_like(image), image)
+      image.set_shape([size, size, 3])
+      out.update(image=image, label=example['label'], index=example['index'],
+                 bad=example['bad'], valid=tf.where(example['bad'], 0.0, 1.0))
+      return out
     elif self.kind == 'imagenet' and self.train:
       image = imagenet.train_flip_augment(image, seed, augment=cfg.augment,
                                           **self.aug)
@@ -159,19 +160,19 @@ class Processor:
                valid=tf.where(example['bad'], 0.0, 1.0))
     return out
 
-  def pad_row(self):
-    """An eval padding row (not bad, valid=0) in `finish`'s structure."""
-    size = self.cfg.image_size
-    out = {'image': tf.zeros([size, size, 3], tf.float32),
-           'label': tf.zeros([], tf.int32),
-           'index': tf.constant(-1, tf.int64), 'bad': tf.constant(False),
-           'valid': tf.constant(0.0)}
-    if self.task == 'segmentation':
-      out['mask'] = tf.fill([size, size], self.ignore_label)
-    return out
+  def process(self, epoch, index, features, base_seed):
+    """Both stages (what the pipeline runs per example); raises on bad data."""
+    return self.finish(self.decode(epoch, index, features, base_seed))
 
-  def process_eagerly(self, features, index: int, seed: int):
-    """Both stages on one example, outside tf.data (diagnosis); may raise."""
-    example = self.decode(tf.constant(0, tf.int64), tf.constant(index, tf.int64),
-                          features, tf.constant(seed, tf.int64))
-    return self.finish(example)
+  def blank_row(self) -> dict:
+    """A row that carries no example (valid=0): eval padding and skipped bad examples.
+
+    Zero image, label 0, an all-ignore mask; the same structure as `process`'s output.
+    """
+    size = self.cfg.image_size
+    out = {'image': np.zeros([size, size, 3], np.uint8 if self.device_augment
+                             else np.float32),
+           'label': np.zeros([], np.int32), 'valid': np.zeros([], np.float32)}
+    if self.task == 'segmentation':
+      out['mask'] = np.full([size, size], self.ignore_label, np.int32)
+    return out

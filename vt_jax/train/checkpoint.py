@@ -1,7 +1,11 @@
 """Checkpoints with orbax's CheckpointManager: periodic async saves, last K + best K.
 
-The data position is the step: the train iterator restarts at `start_step=state.step`,
-so state.step alone resumes the input pipeline exactly.
+Each step holds two items: 'state' (the train state) and 'data', a small JSON record of
+the input stream: the examples consumed (step x global batch) and the data fingerprint
+(dataset, version, number of examples, seed, global batch, order version; see
+vt_jax.data.pipeline.fingerprint). The train iterator resumes at that position of the
+global order (vt_jax/data/order.py) on any number of processes, without reading anything
+before its first batch; `check_data_record` refuses a resume whose stream would differ.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def make_manager(workdir: str, config: ml_collections.ConfigDict | None = None,
       enable_async_checkpointing=bool(c.async_save),
       read_only=read_only, create=not read_only, **extra)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                               item_names=("state",))
+                               item_names=("state", "data"))
 
 
 def _os_reason(e: BaseException) -> str | None:
@@ -76,8 +80,11 @@ def _save_failed(manager, step, e) -> CheckpointError:
 _IN_FLIGHT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def save(manager: ocp.CheckpointManager, state, score: float | None = None) -> None:
-  """Saves `state` at its step (asynchronously when configured); score ranks 'best'.
+def save(manager: ocp.CheckpointManager, state, score: float | None = None,
+         data: dict | None = None) -> None:
+  """Saves `state` (and the input stream's record `data`) at its step; score ranks 'best'.
+
+  Asynchronous when configured.
 
   Raises CheckpointError naming the step and directory. An async save's failure surfaces
   here at the next save (or in `wait_until_finished`), and names the step that failed.
@@ -85,9 +92,12 @@ def save(manager: ocp.CheckpointManager, state, score: float | None = None) -> N
   step = int(jax.device_get(state.step))
   wait_until_finished(manager)  # what manager.save does first, with the failed step named
   metrics = {"score": float(score)} if score is not None else None
+  items = dict(state=ocp.args.StandardSave(state))
+  if data is not None:
+    items["data"] = ocp.args.JsonSave(dict(data, examples_consumed=step * int(
+        data["global_batch_size"])))
   try:
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-                 metrics=metrics, force=True)
+    manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
   except Exception as e:  # noqa: BLE001 -- orbax/tensorstore/OS errors alike: one message
     raise _save_failed(manager, step, e) from e
   _IN_FLIGHT[manager] = step  # done already when saving synchronously: then nothing fails
@@ -200,6 +210,56 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, step: int | N
       f"checkpoints, or damaged files):\n  {lines}\n"
       "Run with the config that wrote them, or start over with a new --workdir (or move "
       f"{manager.directory} aside and run the same command again).")
+
+
+# --- The input stream's record ----------------------------------------------------------
+
+# fingerprint field -> what the user changes to change it (named in the refusal)
+_DATA_FIELDS = {
+    "dataset": "config.data.name",
+    "split": "config.data.train_split",
+    "version": "the dataset's version (the data prepared in config.data.data_dir)",
+    "num_examples": "the train split's number of examples (the data in config.data.data_dir)",
+    "seed": "config.seed",
+    "global_batch_size": "config.batch_size",
+    "order_version": "vt_jax's example order (a vt_jax upgrade that changed it)",
+}
+
+
+def read_data_record(manager: ocp.CheckpointManager, step: int) -> dict | None:
+  """The 'data' item of checkpoint `step`; None for a checkpoint written without one."""
+  try:
+    item_dir = os.path.join(str(manager.directory), str(step), "data")
+    if not tf.io.gfile.exists(item_dir):
+      return None
+    return dict(manager.restore(step, args=ocp.args.Composite(
+        data=ocp.args.JsonRestore()))["data"])
+  except Exception as e:  # noqa: BLE001 -- orbax/OS errors alike: one message
+    raise CheckpointError(f"could not read the data record of the checkpoint at step {step} "
+                          f"in {manager.directory} ({_first_line(e)})") from e
+
+
+def check_data_record(manager: ocp.CheckpointManager, expected: dict, workdir: str) -> None:
+  """Refuses (run_config.ConfigMismatchError) when the newest checkpoint's input stream
+  differs from `expected` (a fingerprint), naming each differing field; reads only JSON."""
+  from vt_jax.train import run_config  # pylint: disable=g-import-not-at-top
+  steps = sorted(manager.all_steps(), reverse=True)
+  record = next((r for r in (read_data_record(manager, s) for s in steps) if r), None)
+  if record is None:
+    if steps:
+      logging.warning("the checkpoints in %s hold no data record (written by a vt_jax that "
+                      "read each process's own slice of the data): the run continues in "
+                      "the global example order, not the order it was trained with so far",
+                      manager.directory)
+    return
+  changed = [k for k in expected if k in record and record[k] != expected[k]]
+  if changed:
+    lines = "\n".join(f"  {_DATA_FIELDS.get(k, k)}: saved {record[k]!r}, now {expected[k]!r}"
+                      for k in changed)
+    raise run_config.ConfigMismatchError(
+        f"--workdir={workdir} holds a run trained on a different input stream:\n{lines}\n"
+        "Resuming would not continue its example order. Give back the saved values, or "
+        "start a new run in a new --workdir.")
 
 
 # --- Loading a trained model for tools (analysis, distillation teacher) ------------------

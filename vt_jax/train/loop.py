@@ -101,6 +101,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
   """
   run_config.check_against_saved(config, workdir)
   s = _Setup(config, workdir, datasets, devices)
+  fingerprint = getattr(s.data, "fingerprint", None)
+  data_record = fingerprint(config.data, config.batch_size, config.seed) if fingerprint else None
+  if data_record is not None:  # a changed input stream is refused before any work
+    ckpt_lib.check_data_record(s.manager, data_record, workdir)
   if jax.process_index() == 0:
     run_config.write(config, workdir)
   state, start = ckpt_lib.restore_latest(s.manager, s.abstract_state, move_aside=True)
@@ -111,7 +115,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
       from vt_jax.train import pretrained  # pylint: disable=g-import-not-at-top
       state = pretrained.apply_init_from(state, config.init_from, s.shardings)
   else:
-    logging.info("resumed from the checkpoint at step %d in %s", start, workdir)
+    logging.info("resumed from the checkpoint at step %d in %s (example %d of the data "
+                 "order)", start, workdir, start * config.batch_size)
   teacher = None
   if config.distill.teacher_config:
     from vt_jax.train import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
@@ -197,7 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
         logging.info("eval at step %d: %s", done, control.fmt_metrics(eval_metrics))
         score = s.score(eval_metrics)
       if do_save:
-        ckpt_lib.save(s.manager, state, score)
+        ckpt_lib.save(s.manager, state, score, data=data_record)
       progress.exclude(time.time() - t0, eval_seconds)
       if stopping:
         stopped_by = signal.Signals(signals.signum).name if signals.signum else (
@@ -209,6 +214,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, datas
                    "evaluating it", start, total)
       eval_metrics = s.evaluate(state)
     ckpt_lib.wait_until_finished(s.manager)
+  close = getattr(it, "close", None)
+  if close is not None:  # stop the batches prepared ahead (nothing is left running)
+    close()
   for w in writers.values():
     w.flush()
   elapsed = time.time() - progress.t_start
