@@ -50,6 +50,10 @@ def vt_resnet(depth: int, variant: str = "iccv", **overrides) -> ml_collections.
       tokenizer="filter",       # first module: filter | pooling | clustering
       clustering_iterations=3,  # k-means steps of the clustering tokenizer
       recurrent=True,           # later modules: recurrent tokenizer (iccv) / dynamic (v1)
+      recurrent_logits="paper",  # iccv recurrent tokenizer's logits X W_R^T: paper (Eq. 2
+                                # literally) | scaled (/ sqrt(C)) | normalized (unit rows
+                                # of W_R) | layernorm (LN of the steering tokens); see
+                                # vt_jax.models.vt.RecurrentTokenizer
       interaction="transformer",  # transformer | graphconv | none
       projector=True,           # False: the next module tokenizes the unchanged map
       position_encoding=False,  # v1's encoding of the downsampled spatial attention
@@ -94,6 +98,9 @@ def fpn(depth: int, num_classes: int, **overrides) -> ml_collections.ConfigDict:
       fpn_channels=256,         # FPN / VT-FPN output channels (detectron2: 256)
       head_channels=128,        # semantic head conv channels (detectron2: 128)
       head_norm_groups=32,      # GroupNorm groups of the head (detectron2: 32)
+      init_scheme="msra",       # msra: He normal (fan-out) FPN convs, LeCun predictor |
+                                # detectron2: c2_xavier_fill FPN convs (VT-FPN: its W_Q),
+                                # c2_msra_fill predictor, as detectron2
   ))
   cfg.update(overrides)
   return cfg
@@ -114,6 +121,10 @@ def vt_fpn(depth: int, num_classes: int, **overrides) -> ml_collections.ConfigDi
       heads=16,                 # transformer heads
       ffn_hidden=None,          # transformer feed-forward width; None -> C_T
       projector_heads=16,       # per-level projector heads
+      top_down=False,           # True: FPN's top-down path (nearest upsample + add of the
+                                # coarser level's output; no MACs, no parameters)
+      zero_init_value=False,    # True: the projectors' W_V starts at zero (VT-FPN starts as
+                                # laterals + head)
   ))
   cfg.vt.update(vt_overrides)
   return cfg

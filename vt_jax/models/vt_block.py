@@ -29,7 +29,8 @@ def make_tokenizer(cfg, first: bool, spatial_shape, dtype, name="tokenizer") -> 
   if cfg.variant == "v1":
     return vt.DynamicTokenizer(heads=cfg.tokenizer_heads, key_groups=cfg.key_groups,
                                steer_groups=cfg.steer_groups, **common)
-  return vt.RecurrentTokenizer(variant=cfg.variant, steer_groups=cfg.steer_groups, **common)
+  return vt.RecurrentTokenizer(variant=cfg.variant, steer_groups=cfg.steer_groups,
+                               logits=cfg.recurrent_logits, **common)
 
 
 def make_interaction(cfg, dtype, name="interaction") -> nn.Module | None:
