@@ -31,6 +31,7 @@ def test_args_change_the_fields_they_name():
   assert load("tokenizer=pooling,resize=antialiased").model.vt.resize == "antialiased"
   assert load("recurrent=false").model.vt.recurrent is False
   assert load("tokens=64").model.vt.tokens == 64
+  assert base.model.vt.recurrent_logits == "normalized"  # the preset's
   assert load("recurrent_logits=paper").model.vt.recurrent_logits == "paper"
   assert load("variant=v1").model.vt.position_encoding is True  # v1's preset
   assert load("variant=v1,position_encoding=false").model.vt.position_encoding is False

@@ -57,7 +57,10 @@ def feature_shape(image_hw: tuple[int, int], pixels: int) -> tuple[int, int]:
 def token_maps(intermediates, image_hw: tuple[int, int], tokens: int) -> list[ModuleMaps]:
   """The maps of every VT module found in `intermediates`, in forward order."""
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(intermediates))
-  sown = {k[:-2]: v[0] for k, v in flat.items() if k[-1] == "spatial_attention"}
+  # A VT block's tokenizer is its submodule `tokenizer` (the module is the block); VT-FPN's
+  # per-level tokenizers `tokenizer2..5` are modules of their own.
+  sown = {(k[:-2] if k[-2] == "tokenizer" else k[:-1]): v[0] for k, v in flat.items()
+          if k[-1] == "spatial_attention"}
   if not sown:
     raise ValueError("no 'spatial_attention' in the intermediates: not a VT model (a plain "
                      "ResNet has no tokens), or applied without mutable=['intermediates']")
@@ -86,6 +89,10 @@ def token_maps(intermediates, image_hw: tuple[int, int], tokens: int) -> list[Mo
     if w and full is not None:
       mix = np.asarray(w[0], np.float32).mean(axis=1)  # [B, L, L] over heads
       interaction = np.einsum("bpk,blk->bpl", full, mix)
+    elif not w and any(k[-1] == "token_attention" for k in flat):
+      # VT-FPN: one transformer mixes every level's tokens, so no level's map alone
+      # describes a mixed token.
+      note = (note + "; " if note else "") + "token attention spans other modules' tokens"
     elif not w:
       note = (note + "; " if note else "") + "no token attention (interaction is not a " \
              "transformer)"

@@ -125,7 +125,8 @@ def _neck_outputs(cfg, x):
 def test_top_down_path_adds_the_coarser_level_and_costs_nothing():
   x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
   plain, td = _tiny("vt_fpn"), _tiny("vt_fpn")
-  td.vt.top_down = True
+  plain.vt.top_down = False
+  assert td.vt.top_down  # the default
   v_plain, out_plain = _neck_outputs(plain, x)
   v_td, out_td = _neck_outputs(td, x)
   # Same parameters (the path has none), and each level is its projection plus the next
@@ -146,6 +147,7 @@ def test_zero_init_value_starts_vt_fpn_as_laterals():
   x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
   cfg = _tiny("vt_fpn")
   cfg.vt.zero_init_value = True
+  cfg.vt.top_down = False  # the levels alone
   model = models.create_model(cfg)
   variables = jax.jit(model.init)(jax.random.key(0), x)
   _, feats = models.create_model(cfg).apply(
@@ -172,7 +174,7 @@ def test_detectron2_init_scheme(name):
              else params["fpn"]["projector2"]["query"]["kernel"])
   bound = np.sqrt(3.0 / np.prod(lateral.shape[:-1]))
   assert np.abs(lateral).max() <= bound and np.abs(lateral).max() > 0.8 * bound
-  # c2_msra_fill predictor: He normal over the fan-out (11 classes x 1x1), untruncated.
+  # c2_msra_fill predictor: He normal over the fan-out (11 classes x 1x1).
   pred = np.asarray(params["head"]["predictor"]["kernel"])
   assert pred.std() == pytest.approx(np.sqrt(2.0 / 11), rel=0.15)
   default = jax.jit(models.create_model(_tiny(name)).init)(jax.random.key(0), x)["params"]

@@ -50,10 +50,12 @@ def vt_resnet(depth: int, variant: str = "iccv", **overrides) -> ml_collections.
       tokenizer="filter",       # first module: filter | pooling | clustering
       clustering_iterations=3,  # k-means steps of the clustering tokenizer
       recurrent=True,           # later modules: recurrent tokenizer (iccv) / dynamic (v1)
-      recurrent_logits="paper",  # iccv recurrent tokenizer's logits X W_R^T: paper (Eq. 2
-                                # literally) | scaled (/ sqrt(C)) | normalized (unit rows
-                                # of W_R) | layernorm (LN of the steering tokens); see
-                                # vt_jax.models.vt.RecurrentTokenizer
+      recurrent_logits="normalized",  # iccv recurrent tokenizer's logits X W_R^T:
+                                # normalized (unit rows of W_R) | paper (Eq. 2 literally)
+                                # | scaled (/ sqrt(C)) | layernorm (LN of the steering
+                                # tokens). 'paper' leaves every module after the first
+                                # attending to one pixel at initialisation (entropy ~0 of
+                                # log(HW)); see vt_jax.models.vt.RecurrentTokenizer
       interaction="transformer",  # transformer | graphconv | none
       projector=True,           # False: the next module tokenizes the unchanged map
       position_encoding=False,  # v1's encoding of the downsampled spatial attention
@@ -121,8 +123,9 @@ def vt_fpn(depth: int, num_classes: int, **overrides) -> ml_collections.ConfigDi
       heads=16,                 # transformer heads
       ffn_hidden=None,          # transformer feed-forward width; None -> C_T
       projector_heads=16,       # per-level projector heads
-      top_down=False,           # True: FPN's top-down path (nearest upsample + add of the
-                                # coarser level's output; no MACs, no parameters)
+      top_down=True,            # FPN's top-down path between the levels (nearest upsample +
+                                # add of the coarser level's output; no MACs, no parameters);
+                                # False: the first form, levels joined by the tokens only
       zero_init_value=False,    # True: the projectors' W_V starts at zero (VT-FPN starts as
                                 # laterals + head)
   ))

@@ -8,7 +8,8 @@ Module layout (what vt_jax.profile attributes MACs to):
   fpn                       FPN: 1x1 laterals + nearest top-down path + 3x3 output convs
                             (detectron2's `FPN`, P2-P5); or VT-FPN: per-level filter
                             tokenizers, one transformer over all levels' tokens, per-level
-                            projectors
+                            projectors, and (model.vt.top_down, the default) FPN's nearest
+                            top-down path between the projected levels
   head                      detectron2's `SemSegFPNHead`: per level max(1, log2(stride) - 2)
                             [3x3 conv + GroupNorm + ReLU (+ 2x bilinear upsample while above
                             the finest level)], levels summed, 1x1 conv to the classes, bilinear
@@ -45,18 +46,17 @@ def resize(x: jax.Array, hw: tuple[int, int], method: str) -> jax.Array:
 
 
 INITS = ("msra", "detectron2")
-# 'msra' (vt_jax's first form): every conv from a truncated He normal over the fan-out.
-TRUNCATED_MSRA = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-# detectron2's c2_msra_fill (kaiming_normal_, mode='fan_out': untruncated), which it uses for
-# the semantic head's convs and predictor.
-MSRA_FILL = nn.initializers.variance_scaling(2.0, "fan_out", "untruncated_normal")
+# detectron2's c2_msra_fill (kaiming_normal_, mode='fan_out'; jax's 'normal' is untruncated),
+# which it uses for the semantic head's convs and predictor. 'msra' (vt_jax's first form)
+# uses it for every conv.
+MSRA_FILL = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 # detectron2's c2_xavier_fill (kaiming_uniform_ with a=1: uniform, variance 1/fan_in), which
 # it uses for the FPN's lateral and output convs.
 XAVIER_FILL = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
 
 
 def _conv(features: int, kernel: int, dtype: Dtype, name: str, use_bias: bool = True,
-          kernel_init=TRUNCATED_MSRA):
+          kernel_init=MSRA_FILL):
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
                  use_bias=use_bias, dtype=dtype, name=name, kernel_init=kernel_init)
@@ -70,11 +70,11 @@ def check_init(init: str) -> None:
 def neck_init(init: str):
   """Kernel init of the FPN's (or VT-FPN's) per-pixel maps: model.init_scheme (INITS).
 
-  'msra': truncated He normal over the fan-out (vt_jax's first form); 'detectron2':
+  'msra': c2_msra_fill, He normal over the fan-out (vt_jax's first form); 'detectron2':
   c2_xavier_fill, as detectron2's FPN.
   """
   check_init(init)
-  return XAVIER_FILL if init == "detectron2" else TRUNCATED_MSRA
+  return XAVIER_FILL if init == "detectron2" else MSRA_FILL
 
 
 class FPNNeck(nn.Module):
@@ -203,7 +203,7 @@ class SemSegHead(nn.Module):
   @nn.compact
   def __call__(self, levels: list[jax.Array]) -> jax.Array:
     check_init(self.init_scheme)
-    conv_init = MSRA_FILL if self.init_scheme == "detectron2" else TRUNCATED_MSRA
+    conv_init = MSRA_FILL  # both schemes: detectron2's head convs use c2_msra_fill
     finest = levels[0].shape[1:3]
     total = 0.0
     for i, x in enumerate(levels):
