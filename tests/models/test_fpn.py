@@ -146,7 +146,7 @@ def test_top_down_path_adds_the_coarser_level_and_costs_nothing():
 def test_zero_init_value_starts_vt_fpn_as_laterals():
   x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
   cfg = _tiny("vt_fpn")
-  cfg.vt.zero_init_value = True
+  assert cfg.vt.zero_init_value  # the default
   cfg.vt.top_down = False  # the levels alone
   model = models.create_model(cfg)
   variables = jax.jit(model.init)(jax.random.key(0), x)

@@ -126,8 +126,8 @@ def vt_fpn(depth: int, num_classes: int, **overrides) -> ml_collections.ConfigDi
       top_down=True,            # FPN's top-down path between the levels (nearest upsample +
                                 # add of the coarser level's output; no MACs, no parameters);
                                 # False: the first form, levels joined by the tokens only
-      zero_init_value=False,    # True: the projectors' W_V starts at zero (VT-FPN starts as
-                                # laterals + head)
+      zero_init_value=True,     # the projectors' W_V starts at zero: VT-FPN starts as
+                                # laterals + top-down path + head; False: the first form
   ))
   cfg.vt.update(vt_overrides)
   return cfg
