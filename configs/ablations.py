@@ -11,6 +11,8 @@ Args (defaults first; each changes one thing of the VT-ResNet baseline):
   model=vt|resnet                  resnet: the plain ResNet of the same depth, width and data
   tokenizer=filter|pooling|clustering   Table 3 (first module's tokenizer)
   recurrent=true|false             Table 4 (later modules' tokenizer)
+  recurrent_logits=(preset)|paper|scaled|normalized|layernorm   the recurrent tokenizer's
+                                   logits (model.vt.recurrent_logits); paper: Eq. 2 literally
   interaction=transformer|graphconv|none   Table 5
   tokens=0                         Table 6: L; 0 = the variant's preset (16 for R18/R34)
   projector=true|false             Table 7
@@ -38,7 +40,8 @@ from vt_jax.config_lib import recipes
 _CHOICES = dict(model=("vt", "resnet"), tokenizer=("filter", "pooling", "clustering"),
                 interaction=("transformer", "graphconv", "none"), variant=("iccv", "v1"),
                 resize=("bilinear", "antialiased"), data=("digit_scenes", "imagenet"),
-                recipe=("default", "advanced"), position_encoding=(None, "true", "false"))
+                recipe=("default", "advanced"), position_encoding=(None, "true", "false"),
+                recurrent_logits=(None, "paper", "scaled", "normalized", "layernorm"))
 _SMALL_EPOCHS = 12.0
 _SMALL_WIDTH = 8
 
@@ -62,6 +65,8 @@ def _vt_fields(arg) -> dict:
     vt["tokens"] = arg.tokens
   if arg.position_encoding is not None:
     vt["position_encoding"] = arg.position_encoding == "true"
+  if arg.recurrent_logits is not None:
+    vt["recurrent_logits"] = arg.recurrent_logits
   return vt
 
 
@@ -70,7 +75,7 @@ def get_config(arg=None):
       arg, model="vt", tokenizer="filter", recurrent=True, interaction="transformer",
       tokens=0, projector=True, position_encoding=None, resize="bilinear", variant="iccv",
       depth=18, data="digit_scenes", seed=0, width=0, epochs=0.0, canvas=64, clutter=False,
-      recipe="default")
+      recipe="default", recurrent_logits=None)
   _check(arg)
   if arg.data == "imagenet":
     config = recipes.RECIPES[arg.recipe]()

@@ -31,6 +31,8 @@ def test_args_change_the_fields_they_name():
   assert load("tokenizer=pooling,resize=antialiased").model.vt.resize == "antialiased"
   assert load("recurrent=false").model.vt.recurrent is False
   assert load("tokens=64").model.vt.tokens == 64
+  assert base.model.vt.recurrent_logits == "normalized"  # the preset's
+  assert load("recurrent_logits=paper").model.vt.recurrent_logits == "paper"
   assert load("variant=v1").model.vt.position_encoding is True  # v1's preset
   assert load("variant=v1,position_encoding=false").model.vt.position_encoding is False
   assert load("seed=2").seed == 2
@@ -56,6 +58,7 @@ def test_imagenet_args_build_the_paper_models(arg):
 
 @pytest.mark.parametrize("arg,match", [("tokenizer=kmeans", "tokenizer='kmeans'"),
                                        ("depth=20", "depth=20"),
+                                       ("recurrent_logits=eq2", "recurrent_logits='eq2'"),
                                        ("data=imagenet,width=4", "digit_scenes args"),
                                        ("tokns=3", "unknown config arg 'tokns'")])
 def test_bad_args_fail_naming_the_arg(arg, match):

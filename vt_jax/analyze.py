@@ -2,6 +2,8 @@ r"""What the tokens learn: attention pictures and figures of a trained VT model.
 
   python -m vt_jax.analyze --workdir=DIR [--split=test] [--num_images=8] [--out=DIR/analysis]
       [--step=N] [--ema=false]
+  python -m vt_jax.analyze --init --config=FILE[:ARG] [--resolution=224] [--seeds=0,1]
+      [--batch=2] [--out=DIR]
 
 Loads the run (its config.json and newest checkpoint, EMA weights when it kept an EMA),
 applies the model to the first `num_images` images of `split` (eval preprocessing) with
@@ -16,6 +18,15 @@ applies the model to the first `num_images` images of `split` (eval preprocessin
   OUT/attention_stats.json  per module and token: attention entropy vs log(HW) (uniform
       attention) and, on data with masks (digit_scenes, LIP, COCO-Stuff), attention mass per
       foreground pixel / per background pixel; printed as a table too.
+
+With --init it reads an untrained model instead: the config file's model, initialised with
+each seed and applied in train mode (BatchNorm on the batch's statistics, as at the first
+training step) to `batch` images of standard normal pixels at `resolution` (default: the
+config's data.image_size). It prints each VT module's spatial-attention entropy against
+log(HW) (uniform attention), its lowest token's and its largest single pixel weight, per
+seed, and with --out writes them to OUT/init_entropy.json. A module far below log(HW) reads
+a few pixels from the first step, where its softmax passes almost no gradient: a way to
+check a variant of your own before training it.
 """
 
 from __future__ import annotations
@@ -35,12 +46,18 @@ _NUM = None
 _OUT = None
 _STEP = None
 _EMA = None
+_INIT = None
+_CONFIG = None
+_RESOLUTION = None
+_SEEDS = None
+_BATCH = None
 
 
 def define_flags() -> None:
   """absl flags of the command line; defined only when run as a program, so that the
   module imports beside others (tests, the training entry point) without flag clashes."""
   global _WORKDIR, _SPLIT, _NUM, _OUT, _STEP, _EMA  # pylint: disable=global-statement
+  global _INIT, _CONFIG, _RESOLUTION, _SEEDS, _BATCH  # pylint: disable=global-statement
   _WORKDIR = flags.DEFINE_string("workdir", None, "A vt_jax training workdir (or its "
                                  "checkpoints/<step> directory).")
   _SPLIT = flags.DEFINE_string("split", None, "Split of the run's dataset: its train or eval "
@@ -49,6 +66,14 @@ def define_flags() -> None:
   _OUT = flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/analysis).")
   _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
   _EMA = flags.DEFINE_bool("ema", True, "Use the EMA weights when the run kept an EMA.")
+  _INIT = flags.DEFINE_bool("init", False, "Read the untrained model of --config instead of "
+                            "a run: spatial-attention entropy per VT module at initialisation.")
+  _CONFIG = flags.DEFINE_string("config", None, "With --init: a config file, FILE[:ARG] as "
+                                "vt_jax.main takes it.")
+  _RESOLUTION = flags.DEFINE_string("resolution", None, "With --init: input size, SIZE or "
+                                    "HEIGHTxWIDTH (default: the config's data.image_size).")
+  _SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "With --init: initialisation seeds.")
+  _BATCH = flags.DEFINE_integer("batch", 2, "With --init: random images per seed.")
 
 
 COLUMNS = 8  # token panels per row
@@ -212,9 +237,74 @@ def analyze(workdir: str, out: str | None = None, split: str | None = None,
   return result
 
 
+def analyze_init(config_spec: str, resolution=None, seeds=(0, 1), batch: int = 2,
+                 out: str | None = None) -> dict:
+  """--init: entropy of every VT module of `config_spec`'s untrained model (see the module
+  docstring); writes OUT/init_entropy.json when `out` is given."""
+  from vt_jax import attention  # pylint: disable=g-import-not-at-top
+  from vt_jax import profile  # pylint: disable=g-import-not-at-top
+  from vt_jax.config_lib import files  # pylint: disable=g-import-not-at-top
+  config = files.load(config_spec)
+  if config.model.name not in ("vt_resnet", "vt_fpn"):
+    raise app.UsageError(f"--config={config_spec}: model.name={config.model.name!r} has no "
+                         "visual tokens; --init reads VT models (vt_resnet, vt_fpn)")
+  if resolution is None:
+    resolution = config.data.image_size
+  try:
+    hw = profile.parse_resolution(resolution)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  if batch < 1:
+    raise app.UsageError(f"--batch={batch}: need at least one image")
+  modules = attention.init_entropy(config.model, hw, tuple(seeds), batch)
+  result = dict(config=config_spec, resolution=list(hw), seeds=list(seeds), batch=batch,
+                modules=modules)
+  if out:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "init_entropy.json"), "w") as f:
+      json.dump(result, f, indent=2)
+  return result
+
+
+def main_init() -> None:
+  """--init: print the entropy table of an untrained model."""
+  from vt_jax import attention  # pylint: disable=g-import-not-at-top
+  if not _CONFIG.value:
+    raise app.UsageError("--init needs --config=FILE[:ARG], the model to initialise")
+  if _WORKDIR.value:
+    raise app.UsageError("--init reads an untrained model from --config; drop --workdir "
+                         "(without --init, --workdir names a trained run)")
+  try:
+    seeds = [int(s) for s in _SEEDS.value]
+  except ValueError as e:
+    raise app.UsageError(f"--seeds={','.join(_SEEDS.value)}: give integers, e.g. 0,1") from e
+  try:
+    result = analyze_init(_CONFIG.value, _RESOLUTION.value, seeds, _BATCH.value, _OUT.value)
+  except (FileNotFoundError, AttributeError, ValueError) as e:
+    print(f"FATAL {e}", file=sys.stderr)
+    sys.exit(1)
+  h, w = result["resolution"]
+  print(f"{_CONFIG.value}: untrained, {h}x{w} standard normal images, batch {_BATCH.value}, "
+        f"train-mode BatchNorm, seeds {','.join(map(str, seeds))} (values per seed)")
+  print(attention.format_init_table(result["modules"]))
+  low = [name for name, e in result["modules"].items()
+         if min(e["entropy"]) < 0.5 * e["uniform_entropy"]]
+  if low:
+    print(f"below half of log(HW) (attention on a few pixels from the first step): "
+          f"{', '.join(low)}")
+  if _OUT.value:
+    print(f"wrote {_OUT.value}/init_entropy.json")
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _INIT.value:
+    main_init()
+    return
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required (a trained run), or --init --config=FILE "
+                         "for an untrained model")
   from vt_jax import runtime  # pylint: disable=g-import-not-at-top
   runtime.setup_tensorflow()  # the images come through tf.data: quiet, off the accelerators
   from vt_jax import attention  # pylint: disable=g-import-not-at-top
@@ -240,5 +330,4 @@ if __name__ == "__main__":
   from vt_jax import runtime  # pylint: disable=g-import-not-at-top
   runtime.setup(sys.argv)  # before JAX starts: XLA flag, malloc, quiet console
   define_flags()
-  flags.mark_flag_as_required("workdir")
   app.run(main)

@@ -57,7 +57,10 @@ def feature_shape(image_hw: tuple[int, int], pixels: int) -> tuple[int, int]:
 def token_maps(intermediates, image_hw: tuple[int, int], tokens: int) -> list[ModuleMaps]:
   """The maps of every VT module found in `intermediates`, in forward order."""
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(intermediates))
-  sown = {k[:-2]: v[0] for k, v in flat.items() if k[-1] == "spatial_attention"}
+  # A VT block's tokenizer is its submodule `tokenizer` (the module is the block); VT-FPN's
+  # per-level tokenizers `tokenizer2..5` are modules of their own.
+  sown = {(k[:-2] if k[-2] == "tokenizer" else k[:-1]): v[0] for k, v in flat.items()
+          if k[-1] == "spatial_attention"}
   if not sown:
     raise ValueError("no 'spatial_attention' in the intermediates: not a VT model (a plain "
                      "ResNet has no tokens), or applied without mutable=['intermediates']")
@@ -86,6 +89,10 @@ def token_maps(intermediates, image_hw: tuple[int, int], tokens: int) -> list[Mo
     if w and full is not None:
       mix = np.asarray(w[0], np.float32).mean(axis=1)  # [B, L, L] over heads
       interaction = np.einsum("bpk,blk->bpl", full, mix)
+    elif not w and any(k[-1] == "token_attention" for k in flat):
+      # VT-FPN: one transformer mixes every level's tokens, so no level's map alone
+      # describes a mixed token.
+      note = (note + "; " if note else "") + "token attention spans other modules' tokens"
     elif not w:
       note = (note + "; " if note else "") + "no token attention (interaction is not a " \
              "transformer)"
@@ -177,4 +184,50 @@ def format_table(summary: dict) -> str:
       row += (f" {e['foreground_ratio']:>12.3f} ({min(r):.2f}..{max(r):.2f})" if r
               else "  (no image with both foreground and background)")
     lines.append(row + (f"   [{e['note']}]" if e["note"] else ""))
+  return "\n".join(lines)
+
+
+def init_entropy(model_config, resolution=224, seeds=(0, 1), batch: int = 2) -> dict:
+  """Spatial-attention entropy of every VT module of an untrained model.
+
+  For each seed: parameters from `model.init` with that seed, `batch` images of i.i.d.
+  standard normal pixels (drawn from the same seed) at `resolution` (int or (h, w)), applied
+  in train mode (BatchNorm normalises with the batch's statistics, as at the first training
+  step). Returns {module: dict(uniform_entropy=log(HW), entropy=[mean over images and tokens,
+  per seed], min_entropy=[lowest token's mean entropy, per seed], max_weight=[largest single
+  pixel weight, per seed])}, modules in forward order. A module whose entropy is far below
+  log(HW) attends to a few pixels from step 0: its softmax passes little gradient.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from vt_jax import models  # pylint: disable=g-import-not-at-top
+  if model_config.name not in ("vt_resnet", "vt_fpn"):
+    raise ValueError(f"model.name={model_config.name!r} has no visual tokens; the entropy "
+                     "at initialisation needs a VT model (vt_resnet or vt_fpn)")
+  h, w = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+  model = models.create_model(model_config)
+  result: dict = {}
+  for seed in seeds:
+    key_init, key_x = jax.random.split(jax.random.PRNGKey(seed))
+    x = jax.random.normal(key_x, (batch, h, w, 3))
+    variables = jax.jit(lambda k, x: model.init(k, x, train=False))(key_init, x)
+    _, state = jax.jit(lambda v, x: model.apply(
+        v, x, train=True, mutable=["batch_stats", "intermediates"]))(variables, x)
+    for m in token_maps(state["intermediates"], (h, w), model_config.vt.tokens):
+      ent = entropy(m.spatial).mean(axis=0)  # [tokens'] over images
+      entry = result.setdefault(m.name, dict(uniform_entropy=math.log(m.shape[0] * m.shape[1]),
+                                             entropy=[], min_entropy=[], max_weight=[]))
+      entry["entropy"].append(float(ent.mean()))
+      entry["min_entropy"].append(float(ent.min()))
+      entry["max_weight"].append(float(np.max(m.spatial)))
+  return result
+
+
+def format_init_table(result: dict) -> str:
+  """A short text table of `init_entropy`'s result (values per seed)."""
+  fmt = lambda xs, p: "/".join(f"{x:.{p}f}" for x in xs)
+  lines = [f"{'module':<16} {'log(HW)':>8}  {'entropy (per seed)':<22} "
+           f"{'lowest token':<22} {'max weight':<18}"]
+  for name, e in result.items():
+    lines.append(f"{name:<16} {e['uniform_entropy']:>8.3f}  {fmt(e['entropy'], 3):<22} "
+                 f"{fmt(e['min_entropy'], 3):<22} {fmt(e['max_weight'], 3):<18}")
   return "\n".join(lines)

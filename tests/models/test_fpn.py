@@ -112,3 +112,74 @@ def test_profile_cli_takes_height_x_width_and_reports_the_fpn_stage():
                         "--config=configs/quickstart_seg.py", "--resolution=48y80"],
                        capture_output=True, text=True)
   assert bad.returncode != 0 and "--resolution='48y80'" in bad.stderr
+
+
+def _neck_outputs(cfg, x):
+  model = models.create_model(cfg)
+  variables = jax.jit(model.init)(jax.random.key(0), x)
+  _, state = model.apply(variables, x, mutable=["intermediates"], capture_intermediates=(
+      lambda mdl, _: mdl.name == "fpn"))
+  return variables, state["intermediates"]["fpn"]["__call__"][0]
+
+
+def test_top_down_path_adds_the_coarser_level_and_costs_nothing():
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  plain, td = _tiny("vt_fpn"), _tiny("vt_fpn")
+  plain.vt.top_down = False
+  assert td.vt.top_down  # the default
+  v_plain, out_plain = _neck_outputs(plain, x)
+  v_td, out_td = _neck_outputs(td, x)
+  # Same parameters (the path has none), and each level is its projection plus the next
+  # coarser level's output upsampled by nearest neighbour, coarsest first.
+  chex_equal = jax.tree_util.tree_map(np.array_equal, v_plain, v_td)
+  assert all(jax.tree_util.tree_leaves(chex_equal))
+  np.testing.assert_array_equal(out_td[3], out_plain[3])
+  for i in (2, 1, 0):
+    up = jax.image.resize(out_td[i + 1], out_td[i].shape, "nearest")
+    np.testing.assert_allclose(out_td[i], out_plain[i] + up, rtol=1e-6, atol=1e-6)
+  costs = [analytic.count(c, 64) for c in (plain, td)]
+  assert costs[0]["macs"] == costs[1]["macs"] and costs[0]["params"] == costs[1]["params"]
+  traced = [profile.profile(c, 64) for c in (plain, td)]
+  assert traced[0]["macs"] == traced[1]["macs"]
+
+
+def test_zero_init_value_starts_vt_fpn_as_laterals():
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  cfg = _tiny("vt_fpn")
+  assert cfg.vt.zero_init_value  # the default
+  cfg.vt.top_down = False  # the levels alone
+  model = models.create_model(cfg)
+  variables = jax.jit(model.init)(jax.random.key(0), x)
+  _, feats = models.create_model(cfg).apply(
+      variables, x, mutable=["intermediates"],
+      capture_intermediates=lambda mdl, _: mdl.name in ("fpn", "backbone"))
+  inter = feats["intermediates"]
+  levels = inter["fpn"]["__call__"][0]
+  stages = inter["backbone"]["__call__"][0][1]  # (output, features)
+  for i, name in enumerate(("stage2", "stage3", "stage4", "stage5")):
+    q = variables["params"]["fpn"][f"projector{i + 2}"]["query"]
+    assert not np.any(variables["params"]["fpn"][f"projector{i + 2}"]["value"]["kernel"])
+    np.testing.assert_allclose(levels[i], stages[name] @ q["kernel"] + q["bias"], rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["fpn", "vt_fpn"])
+def test_detectron2_init_scheme(name):
+  cfg = _tiny(name, init_scheme="detectron2")
+  model = models.create_model(cfg)
+  x = jnp.zeros((1, 32, 32, 3))
+  params = jax.jit(model.init)(jax.random.key(0), x)["params"]
+  # c2_xavier_fill: uniform, variance 1/fan_in -> bound sqrt(3 / fan_in).
+  lateral = (params["fpn"]["lateral2"]["kernel"] if name == "fpn"
+             else params["fpn"]["projector2"]["query"]["kernel"])
+  bound = np.sqrt(3.0 / np.prod(lateral.shape[:-1]))
+  assert np.abs(lateral).max() <= bound and np.abs(lateral).max() > 0.8 * bound
+  # c2_msra_fill predictor: He normal over the fan-out (11 classes x 1x1).
+  pred = np.asarray(params["head"]["predictor"]["kernel"])
+  assert pred.std() == pytest.approx(np.sqrt(2.0 / 11), rel=0.15)
+  default = jax.jit(models.create_model(_tiny(name)).init)(jax.random.key(0), x)["params"]
+  # The first form: LeCun normal predictor (variance 1/fan_in, 16 channels).
+  assert np.asarray(default["head"]["predictor"]["kernel"]).std() == pytest.approx(
+      np.sqrt(1.0 / 16), rel=0.15)
+  with pytest.raises(ValueError, match="model.init_scheme='xavier'"):
+    models.create_model(_tiny(name, init_scheme="xavier"))

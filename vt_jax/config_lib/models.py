@@ -65,6 +65,12 @@ def vt_defaults(variant: str = "iccv") -> ml_collections.ConfigDict:
       tokenizer="filter",       # first module: filter | pooling | clustering
       clustering_iterations=3,  # k-means steps of the clustering tokenizer
       recurrent=True,           # later modules: recurrent tokenizer (iccv) / dynamic (v1)
+      recurrent_logits="normalized",  # iccv recurrent tokenizer's logits X W_R^T:
+                                # normalized (unit rows of W_R) | paper (Eq. 2 literally)
+                                # | scaled (/ sqrt(C)) | layernorm (LN of the steering
+                                # tokens). 'paper' leaves every module after the first
+                                # attending to one pixel at initialisation (entropy ~0 of
+                                # log(HW)); see vt_jax.models.vt.RecurrentTokenizer
       interaction="transformer",  # transformer | graphconv | none
       projector=True,           # False: the next module tokenizes the unchanged map
       position_encoding=False,  # v1's encoding of the downsampled spatial attention
@@ -107,6 +113,9 @@ def fpn(depth: int, num_classes: int, **overrides) -> ml_collections.ConfigDict:
       fpn_channels=256,         # FPN / VT-FPN output channels (detectron2: 256)
       head_channels=128,        # semantic head conv channels (detectron2: 128)
       head_norm_groups=32,      # GroupNorm groups of the head (detectron2: 32)
+      init_scheme="msra",       # msra: He normal (fan-out) FPN convs, LeCun predictor |
+                                # detectron2: c2_xavier_fill FPN convs (VT-FPN: its W_Q),
+                                # c2_msra_fill predictor, as detectron2
   ))
   cfg.update(overrides)
   return cfg
@@ -127,6 +136,11 @@ def vt_fpn(depth: int, num_classes: int, **overrides) -> ml_collections.ConfigDi
       heads=16,                 # transformer heads
       ffn_hidden=None,          # transformer feed-forward width; None -> C_T
       projector_heads=16,       # per-level projector heads
+      top_down=True,            # FPN's top-down path between the levels (nearest upsample +
+                                # add of the coarser level's output; no MACs, no parameters);
+                                # False: the first form, levels joined by the tokens only
+      zero_init_value=True,     # the projectors' W_V starts at zero: VT-FPN starts as
+                                # laterals + top-down path + head; False: the first form
   ))
   cfg.vt.update(vt_overrides)
   return cfg

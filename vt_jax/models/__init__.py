@@ -20,7 +20,9 @@ import ml_collections
 from vt_jax.models import layers
 from vt_jax.models import resnet
 from vt_jax.models.fpn import FPN
+from vt_jax.models.fpn import check_init as check_fpn_init
 from vt_jax.models.resnet import ResNet
+from vt_jax.models.vt import RECURRENT_LOGITS
 from vt_jax.models.vt import RESIZE_MODES
 from vt_jax.models.vt_block import VTBlock
 from vt_jax.models.vt_resnet import VTResNet
@@ -58,6 +60,9 @@ def _check_vt(vt) -> None:
                      "(None: as many as the ResNet's stage 5 has blocks)")
   if vt.resize not in RESIZE_MODES:
     raise ValueError(f"model.vt.resize={vt.resize!r}; choose one of {list(RESIZE_MODES)}")
+  if vt.recurrent_logits not in RECURRENT_LOGITS:
+    raise ValueError(f"model.vt.recurrent_logits={vt.recurrent_logits!r}; choose one of "
+                     f"{list(RECURRENT_LOGITS)}")
   if vt.tokens < 1 or vt.token_channels < 1:
     raise ValueError(f"model.vt.tokens={vt.tokens}, model.vt.token_channels="
                      f"{vt.token_channels}: both must be positive")
@@ -73,6 +78,7 @@ def create_model(config: ml_collections.ConfigDict):
     return VTResNet(vt=ml_collections.FrozenConfigDict(config.vt), **_common(config))
   if name in ("fpn", "vt_fpn"):
     resnet.check_depth(config.depth)
+    check_fpn_init(config.init_scheme)
     vt_cfg = None
     if name == "vt_fpn":
       if config.vt.variant not in ("iccv", "v1"):
@@ -83,7 +89,7 @@ def create_model(config: ml_collections.ConfigDict):
                head_channels=config.head_channels, head_norm_groups=config.head_norm_groups,
                stochastic_depth_survival=config.stochastic_depth_survival,
                zero_init_residual=config.zero_init_residual, vt=vt_cfg, dtype=_dtype(config),
-               layers=_layers(config))
+               init_scheme=config.init_scheme, layers=_layers(config))
   raise ValueError(f"model.name={name!r}; choose one of {list(MODELS)}")
 
 

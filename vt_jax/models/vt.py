@@ -277,20 +277,47 @@ class ClusteringTokenizer(Tokenizer):
     return self.value_and_position(pooled, a)
 
 
+RECURRENT_LOGITS = ("paper", "scaled", "normalized", "layernorm")
+
+
 class RecurrentTokenizer(Tokenizer):
-  """Tokenizer steered by the previous module's tokens (iccv form).
+  """Tokenizer steered by the previous module's tokens (iccv form, Eq. 2).
 
   W_R = T_in W_{T->R};  T = softmax_HW(X W_R^T)^T X, then the value map to C_T.
+
+  `logits` (model.vt.recurrent_logits) chooses how the logits X W_R^T are formed:
+    'paper'       the literal Eq. 2, unscaled.
+    'scaled'      X W_R^T / sqrt(C), a scaled dot product as in the transformer (Eq. 3).
+    'normalized'  X W_hat^T with every row of W_R scaled to unit L2 norm.
+    'layernorm'   W_R = LN(T_in) W_{T->R}: each steering token normalised to zero mean and
+                  unit variance (no affine parameters) before the map.
+  Why remedies: W_R inherits the size of the previous module's tokens, which grow through
+  the residual transformer, so the unscaled logits span tens of units and every token's
+  softmax over pixels is one-hot from initialisation (no gradient flows back through it).
+  None of the remedies adds a multiply-accumulate (only elementwise ops and reductions) or
+  a parameter.
   [batch, pixels, channels], [batch, tokens, token_channels] -> [batch, tokens, token_channels]
   """
   steer_groups: int = 1
+  logits: str = "paper"
 
   @nn.compact
   def __call__(self, x: jax.Array, tokens_in: jax.Array) -> jax.Array:
+    if self.logits not in RECURRENT_LOGITS:
+      raise ValueError(f"model.vt.recurrent_logits={self.logits!r}; choose one of "
+                       f"{list(RECURRENT_LOGITS)}")
     c = x.shape[-1]
+    if self.logits == "layernorm":
+      tokens_in = nn.LayerNorm(use_bias=False, use_scale=False, dtype=jnp.float32,
+                               name="steer_norm")(tokens_in).astype(tokens_in.dtype)
     w_r = projection(c, self.steer_groups, self.dtype, "token_to_filter",
                      use_bias=False, field="steer_groups")(tokens_in)  # [B, L, C]
+    if self.logits == "normalized":
+      w32 = w_r.astype(jnp.float32)
+      w_r = w32 * jax.lax.rsqrt(jnp.sum(w32 * w32, axis=-1, keepdims=True) + 1e-12)
     logits = jnp.einsum("bnc,blc->bnl", x, w_r.astype(x.dtype))
+    if self.logits == "scaled":
+      logits = logits / math.sqrt(c)
     a = softmax_f32(logits, axis=1)
     self.sow("intermediates", "spatial_attention", a)
     pooled = jnp.einsum("bnl,bnc->blc", a.astype(self.dtype), x)

@@ -33,7 +33,8 @@ def make_tokenizer(cfg, first: bool, spatial_shape, dtype, name="tokenizer",
   if cfg.variant == "v1":
     return vt.DynamicTokenizer(heads=cfg.tokenizer_heads, key_groups=cfg.key_groups,
                                steer_groups=cfg.steer_groups, **common)
-  return vt.RecurrentTokenizer(variant=cfg.variant, steer_groups=cfg.steer_groups, **common)
+  return vt.RecurrentTokenizer(variant=cfg.variant, steer_groups=cfg.steer_groups,
+                               logits=cfg.recurrent_logits, **common)
 
 
 def make_interaction(cfg, dtype, name="interaction", layers: str = "auto") -> nn.Module | None:
@@ -80,6 +81,7 @@ class VTBlock(nn.Module):
   tokenizer: str | None = None
   clustering_iterations: int | None = None
   recurrent: bool | None = None
+  recurrent_logits: str | None = None
   interaction: str | None = None
   projector: bool | None = None
   position_encoding: bool | None = None

@@ -28,6 +28,27 @@ def palette(num_classes: int) -> np.ndarray:
   return colors
 
 
+def class_names(dataset: str, num_classes: int) -> list[str]:
+  """Legend names of the mask classes 0..num_classes-1 of the tfds dataset `dataset`.
+
+  digit_scenes: 'background', 'digit 0' ... 'digit 9' (mask value c + 1 = digit c); LIP: the
+  builder's CLASS_NAMES; datasets whose builder carries no names (COCO-Stuff) get
+  'class <k>'.
+  """
+  base = dataset.split("/")[0]
+  if base == "digit_scenes":
+    names = ["background"] + [f"digit {c}" for c in range(num_classes - 1)]
+  elif base == "lip":
+    from vt_jax.data.datasets import lip  # pylint: disable=g-import-not-at-top
+    names = [n.replace("_", " ") for n in lip.CLASS_NAMES]
+  else:
+    names = [f"class {k}" for k in range(num_classes)]
+  if len(names) != num_classes:
+    raise ValueError(f"{dataset!r} names {len(names)} mask classes, the model predicts "
+                     f"{num_classes}: check config.model.num_classes")
+  return names
+
+
 def colorize(labels: np.ndarray, num_classes: int, ignore_label: int | None) -> np.ndarray:
   """int [H, W] -> uint8 [H, W, 3]; ignore_label (and anything out of range) white."""
   colors = palette(num_classes)
@@ -37,13 +58,20 @@ def colorize(labels: np.ndarray, num_classes: int, ignore_label: int | None) -> 
   return out
 
 
+def legend_entries(shown, num_classes: int, names: list[str] | None) -> list[tuple[int, str]]:
+  """(class id, legend label) of the shown classes that are real classes, in id order."""
+  return [(int(k), names[k] if names is not None else str(int(k)))
+          for k in sorted(shown) if 0 <= k < num_classes]
+
+
 def save_segmentation_grid(path: str, images: np.ndarray, masks: np.ndarray,
                            predictions: np.ndarray, num_classes: int,
-                           ignore_label: int | None) -> None:
+                           ignore_label: int | None, names: list[str] | None = None) -> None:
   """Writes a PNG: one row per example (image | ground truth | prediction), a legend below.
 
   images: float [N, H, W, 3] in 0..255; masks, predictions: int [N, H, W].
-  The legend lists the classes that appear in the shown masks or predictions.
+  The legend lists the classes that appear in the shown masks or predictions, by `names`
+  (`class_names`; None: the class ids).
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -64,8 +92,8 @@ def save_segmentation_grid(path: str, images: np.ndarray, masks: np.ndarray,
         ax.set_title(("image", "ground truth", "prediction")[j])
   shown = np.union1d(np.unique(masks), np.unique(predictions))
   colors = palette(num_classes)
-  handles = [Patch(facecolor=colors[k] / 255, edgecolor="gray", label=str(k))
-             for k in shown if 0 <= k < num_classes]
+  handles = [Patch(facecolor=colors[k] / 255, edgecolor="gray", label=label)
+             for k, label in legend_entries(shown, num_classes, names)]
   if np.any(masks == ignore_label):
     handles.append(Patch(facecolor=np.array(IGNORE_COLOR) / 255, edgecolor="gray",
                          label="ignored"))

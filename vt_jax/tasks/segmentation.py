@@ -134,4 +134,5 @@ class Segmentation(base.Task):
     pictures.save_segmentation_grid(
         path, images=np.asarray(batch["image"]) * np.asarray(data.std) + np.asarray(data.mean),
         masks=np.asarray(batch["mask"]), predictions=np.asarray(predictions),
-        num_classes=self.num_classes, ignore_label=self.ignore_label)
+        num_classes=self.num_classes, ignore_label=self.ignore_label,
+        names=pictures.class_names(data.name, self.num_classes))
