@@ -95,7 +95,7 @@ def vt_defaults(variant: str = "iccv") -> ml_collections.ConfigDict:
 
 
 def fpn(depth: int, num_classes: int, **overrides) -> ml_collections.ConfigDict:
-  """Semantic FPN (reference section 2.2): ResNet-`depth` + FPN P2-P5 + Panoptic-FPN head.
+  """Semantic FPN (the baseline of the paper's Sec. 4.2): ResNet-`depth` + FPN P2-P5 + Panoptic-FPN head.
 
   Returns per-pixel logits at the input size (vt_jax.models.fpn). Backbone fields as in
   `resnet`; the classifier-only fields (dropout, zero_init_head) do not exist here.
@@ -122,7 +122,7 @@ def fpn(depth: int, num_classes: int, **overrides) -> ml_collections.ConfigDict:
 
 
 def vt_fpn(depth: int, num_classes: int, **overrides) -> ml_collections.ConfigDict:
-  """VT-FPN: `fpn` with VT modules in place of the FPN convolutions (reference 2.2).
+  """VT-FPN: `fpn` with VT modules in place of the FPN convolutions (Sec. 4.2).
 
   `overrides` may set top-level fields and `vt=dict(...)`.
   """

@@ -25,7 +25,7 @@ Paper figures that contradict each other (why the presets differ by depth):
    at L = 16 they cost >= 162 M MACs before any per-pixel work, while Table 1's
    6.1x (our >= 5x target) allows <= 162 M for all of stage 5. Hence L = 8 (the
    v1 text's count) for R50/R101 in both variants: `vt_r50.py:tokens=16` gives
-   the 16-token model (figures in the README).
+   the 16-token model (figures in docs/paper_vs_vt_jax.md).
 2. VT-R18 and VT-R34 have the same C = 256, C_T = 1024 and L, yet Table 8
    implies ~3.9 M parameters per VT module for R18 and ~3.3 M for R34; so the
    R34 feed-forward is narrower.

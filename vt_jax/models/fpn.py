@@ -139,7 +139,7 @@ class LevelProjector(nn.Module):
 
 
 class VTFPNNeck(nn.Module):
-  """VT-FPN (reference 2.2): tokens from every level, one transformer, per-level projectors.
+  """VT-FPN (the paper's Sec. 4.2): tokens from every level, one transformer, per-level projectors.
 
   features {stage2..stage5} -> list of 4 maps [B, h_i, w_i, channels]. cfg: model.vt
   (tokens, token_channels, heads, ffn_hidden, projector_heads, variant, top_down,

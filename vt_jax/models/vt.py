@@ -1,6 +1,6 @@
 """Visual Transformer modules: tokenizers, token interaction, projector, VT block.
 
-Shapes follow the reference (../shared/VT_REFERENCE.md): the feature map is
+Shapes follow the paper's notation (Sec. 3): the feature map is
 flattened to pixels, X: [batch, pixels, channels]; tokens T: [batch, tokens,
 token_channels]. Parameters are float32; `dtype` is the compute dtype.
 Softmaxes are evaluated in float32 whatever the compute dtype.
@@ -11,15 +11,15 @@ pixels; for the v1 dynamic tokenizer [batch, pixels, tokens/2], describing the
 re-extracted output tokens L/2..L-1), `token_attention` [batch, heads, tokens,
 tokens] and `projector_attention` [batch, heads, pixels, tokens].
 
-Decisions beyond the reference's (also in the README): the iccv transformer
+Decisions where the paper is open (also in docs/paper_vs_vt_jax.md): the iccv transformer
 and projector are multi-head (`model.vt.heads`, `projector_heads`; 1 gives the
 single-head equations) and both scale logits by 1/sqrt(d_head); the iccv value
-map goes C -> C_T directly (the reference's C -> C followed by the map to C_T
+map goes C -> C_T directly (C -> C followed by the map to C_T
 the transformer needs is the same linear function with more parameters); the
 pooling tokenizer's A^T X counts as MACs like every tokenizer's A^T X (only
 the position encoding's resize is interpolation).
 
-Two descriptions of the method exist (reference section 1): `iccv` (the
+Two descriptions of the method exist: `iccv` (the
 published equations) and `v1` (the first arXiv version's pseudo-code). Where a
 module differs between them it takes a `variant` field.
 """
@@ -181,7 +181,7 @@ class Tokenizer(nn.Module):
 
 
 class FilterTokenizer(Tokenizer):
-  """Static tokenizer: A = softmax_HW(X W_A), T = A^T (X W_V).
+  """Static tokenizer (Sec. 3.1.1, Eq. (1)): A = softmax_HW(X W_A), T = A^T (X W_V).
 
   A^T (X W_V) is evaluated as (A^T X) W_V: the same function (A's columns sum
   to 1, so even a bias passes through unchanged) at L/HW of the cost.
@@ -364,13 +364,14 @@ class DynamicTokenizer(Tokenizer):
 
 
 class TokenTransformer(nn.Module):
-  """Self-attention among tokens followed by a feed-forward map.
+  """Self-attention among tokens followed by a feed-forward map (Sec. 3.2, Eqs. (3)-(4)).
 
   iccv:  T' = T + softmax_L((T K)(T Q)^T) T ;  T_out = T' + relu(T' F1) F2
          (values are the tokens themselves; heads split the channels).
   v1:    k, q = grouped 1x1 C_T -> qk_channels; v = grouped C_T -> C_T;
          T' = T + attention; T_out = T' + T' F (one linear map, no activation).
-  Deviation (reference decision): logits scaled by 1/sqrt(d_head), not sqrt(L).
+  Deviation from the v1 pseudo-code (docs/paper_vs_vt_jax.md): logits scaled by
+  1/sqrt(d_head), not sqrt(L).
 
   [batch, tokens, C_T] -> [batch, tokens, C_T]; permutation-equivariant in tokens.
   """
@@ -425,9 +426,9 @@ class GraphConv(nn.Module):
 
 
 class Projector(nn.Module):
-  """X_out = X + softmax_L((X W_Q)(T W_K)^T) (T W_V), multi-head.
+  """X_out = X + softmax_L((X W_Q)(T W_K)^T) (T W_V), multi-head (Sec. 3.3, Eq. (5)).
 
-  W_Q: grouped 1x1 conv C -> C (reference decision: C -> C, not C -> C_T);
+  W_Q: grouped 1x1 conv C -> C (the v1 pseudo-code's C -> C_T only works when C = C_T);
   W_K, W_V: C_T -> C. Logits scaled by 1/sqrt(d_head) like the transformer.
   [batch, pixels, C], [batch, tokens, C_T] -> [batch, pixels, C]
   """
