@@ -20,7 +20,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.mark.slow
-def test_vt_r18_advanced_recipe_trains_and_evaluates_through_imagenet_preprocessing(tmp_path):
+@pytest.mark.parametrize("augment_device", [False, True])
+def test_vt_r18_advanced_recipe_trains_and_evaluates_through_imagenet_preprocessing(
+    tmp_path, augment_device):
+  """augment_device=True: the host sends uint8 crops and the train step flips and applies
+  AutoAugment on the device (vt_jax.data.augment_device)."""
   config = config_files.load(os.path.join(ROOT, "configs", "vt_r18.py:recipe=advanced"))
   # The paper's recipe and model, shrunk only in size: RMSProp, EMA, AutoAugment,
   # label smoothing, dropout and stochastic depth all stay on.
@@ -32,6 +36,7 @@ def test_vt_r18_advanced_recipe_trains_and_evaluates_through_imagenet_preprocess
   config.log_every_steps = 1
   config.data.image_size = 64
   config.data.eval_resize = 72
+  config.data.augment_device = augment_device
   assert config.data.preprocess == "imagenet"  # Inception crop + flip / resize + centre crop
   config.data.update(name="vt_jax_synthetic/clean", train_split="train", eval_split="test",
                      data_dir=str(tmp_path / "data"))
