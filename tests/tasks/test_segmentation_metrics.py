@@ -60,7 +60,8 @@ def _seg_config(**kw):
   config = recipes.default(task="segmentation")
   config.model = model_configs.fpn(18, 11, width=8, small_image_stem=True)
   config.data = data_configs.digit_scenes(64)
-  config.update(kw)
+  for field, value in kw.items():  # replace whole sections (data_dir is a typed placeholder,
+    config[field] = value          # which ConfigDict.update cannot merge into another one)
   return config
 
 

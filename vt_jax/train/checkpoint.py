@@ -288,8 +288,9 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"{path} does not exist: {workdir!r} is not a vt_jax workdir "
                             "(python -m vt_jax.main --workdir=DIR writes it when training starts)")
+  from vt_jax.train import run_config  # pylint: disable=g-import-not-at-top
   with tf.io.gfile.GFile(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(run_config.fill_added_fields(json.load(f)))
 
 
 def load_model(workdir: str, step: int | None = None, ema: bool = True) -> LoadedModel:

@@ -70,6 +70,32 @@ def _override(field: str, value) -> str:
   return f"--config.{field}={text}" if " " not in text else f"'--config.{field}={text}'"
 
 
+# Fields added to the model after runs were already saved without them, with the value that
+# gives those runs' function (a run saved before model.vt.recurrent_logits existed computed
+# the literal Eq. 2, i.e. 'paper'; VT-FPN had no top-down path and a random value map).
+# Filled into an older config.json when it is read, so evaluating, analysing or resuming an
+# older run rebuilds the model it trained, and a resume under today's defaults is refused
+# naming the field.
+_ADDED_FIELDS = (  # model.vt fields: (model.name they belong to, field, the old value)
+    (("model", "vt", "recurrent_logits"), "paper"),   # vt_resnet
+    (("model", "vt", "top_down"), False),             # vt_fpn
+    (("model", "vt", "zero_init_value"), False),      # vt_fpn
+)
+
+
+def fill_added_fields(saved: dict) -> dict:
+  """`saved` (a config.json as a dict) with the fields older runs lack, at their old value."""
+  model = saved.get("model") or {}
+  vt = model.get("vt")
+  if isinstance(vt, dict):
+    for (_, _, field), old_value in _ADDED_FIELDS:
+      if field == "recurrent_logits" and model.get("name") == "vt_resnet":
+        vt.setdefault(field, old_value)
+      elif field != "recurrent_logits" and model.get("name") == "vt_fpn":
+        vt.setdefault(field, old_value)
+  return saved
+
+
 def saved_config(workdir: str) -> dict | None:
   path = os.path.join(workdir, CONFIG_FILE)
   if not tf.io.gfile.exists(path):
@@ -77,7 +103,7 @@ def saved_config(workdir: str) -> dict | None:
   with tf.io.gfile.GFile(path) as f:
     text = f.read()
   try:
-    return json.loads(text)
+    return fill_added_fields(json.loads(text))
   except json.JSONDecodeError as e:
     raise ConfigMismatchError(
         f"{path} is not valid JSON ({e}); it records the config of the run in {workdir}. "
