@@ -24,7 +24,8 @@ from vt_jax.config_lib import files
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SHIPPED = [f"configs/vt_r{d}.py{v}" for d in (18, 34, 50, 101) for v in ("", ":v1")] + [
-    "configs/vt_fpn_r50_lip.py", "configs/vt_fpn_r50_cocostuff.py", "configs/quickstart.py",
+    "configs/vt_fpn_r50_lip.py", "configs/vt_fpn_r50_lip.py:depth=101",
+    "configs/vt_fpn_r50_cocostuff.py", "configs/quickstart.py",
     "configs/quickstart_seg.py:model=vt_fpn", "configs/ablations.py", "configs/digit_scenes.py"]
 
 
@@ -39,18 +40,8 @@ def low_entropy_modules(spec: str, **vt_overrides) -> dict:
           if e["entropy"][0] < 0.5 * e["uniform_entropy"]}
 
 
-# VT-R101 reads a stage-4 map that is the sum of 23 residual blocks: its values are large
-# enough that even logits bounded by |x| saturate. At 224 px (seeds 0, 1) its filter
-# tokenizer reaches entropy 2.10-2.12 of log(196) = 5.28 and the recurrent modules, with
-# unit rows of W_R, 1.64-2.00 (the literal Eq. 2: 0.000). Not yet remedied; strict, so that a
-# fix shows.
-_KNOWN_LOW = {"configs/vt_r101.py": "VT-R101: entropy 1.6-2.1 of 5.28 at init in all modules"}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", [
-    pytest.param(s, marks=pytest.mark.xfail(reason=_KNOWN_LOW[s], strict=True))
-    if s in _KNOWN_LOW else s for s in SHIPPED])
+@pytest.mark.parametrize("spec", SHIPPED)
 def test_shipped_vt_configs_attend_broadly_at_initialisation(spec):
   assert low_entropy_modules(spec) == {}
 
@@ -60,6 +51,19 @@ def test_guard_fails_for_the_literal_equation_on_vt_r50():
   low = low_entropy_modules("configs/vt_r50.py", recurrent_logits="paper")
   assert set(low) == {"stage5/vt2", "stage5/vt3"}  # the two recurrent modules
   assert all(ent < 0.1 for ent, _ in low.values())  # 224 px: 0.000-0.007 of 5.28
+
+
+@pytest.mark.slow
+def test_guard_fails_for_vt_r101_without_zero_initialised_residual_branches():
+  # VT-R101's stage-4 map, the sum of 23 residual blocks, saturates every module (the filter
+  # tokenizer included) unless the residual branches start at zero (its preset's choice).
+  config = files.load(os.path.join(ROOT, "configs/vt_r101.py"))
+  assert config.model.zero_init_residual
+  config.model.zero_init_residual = False
+  result = attention.init_entropy(config.model, 224, seeds=(0,), batch=2)
+  assert {name for name, e in result.items()
+          if e["entropy"][0] < 0.5 * e["uniform_entropy"]} == {
+              "stage5/vt1", "stage5/vt2", "stage5/vt3"}
 
 
 def test_analyze_init_prints_and_writes_the_entropy_table(tmp_path):
