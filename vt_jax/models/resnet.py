@@ -187,7 +187,7 @@ class ResNetBackbone(nn.Module):
 
 
 class Head(nn.Module):
-  """Dropout + fully connected layer; logits in float32.
+  """Dropout + fully connected layer; logits in float32 (float64 when computing in it).
 
   zero_init: start from uniform predictions (big_vision's default for
   transformer heads); VT tokens leave un-normalised residual modules with a
@@ -203,7 +203,7 @@ class Head(nn.Module):
     pooled = nn.Dropout(self.dropout, deterministic=not train)(pooled)
     init = nn.initializers.zeros if self.zero_init else nn.linear.default_kernel_init
     return nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=init,
-                    name="fc")(pooled).astype(jnp.float32)
+                    name="fc")(pooled).astype(jnp.promote_types(self.dtype, jnp.float32))
 
 
 class Classifier(nn.Module):
