@@ -8,9 +8,12 @@ r"""Run a grid of training runs one after another: `python -m vt_jax.sweep`.
 first key varies slowest). A key is a config arg (appended to `--config`'s `FILE:ARG`), or
 `config.a.b` for a `--config.a.b=VALUE` override. `--grid` may be given several times:
 the runs are the union, in order (e.g. the baseline's tokenizers, then other tables).
+A value cannot hold ',' or ';' (they separate values and keys).
 
 Each run is `python -m vt_jax.main --config=FILE:ARG --workdir=ROOT/NAME` (NAME: the run's
-grid assignments, `tokenizer=pooling,seed=1`) in a subprocess, with its output in
+grid assignments, `tokenizer=pooling,seed=1`; a path value is named by its last component,
+so `--grid='config.init_from=/runs/r18_a,/runs/r18_b'` gives `config.init_from=r18_a` and
+`config.init_from=r18_b`, and two paths that end alike are refused) in a subprocess, with its output in
 ROOT/NAME/train.log and its state in ROOT/NAME/sweep_run.json. Re-running the same command
 resumes a half-finished sweep: finished runs are skipped, an interrupted run is resumed
 from its checkpoint (the training entry point's own resume), a failed one is retried. A run
@@ -87,9 +90,11 @@ def parse_grid(spec: str) -> list[dict[str, str]]:
 
 
 def run_name(assignment: dict[str, str]) -> str:
-  name = ",".join(f"{k}={v}" for k, v in assignment.items())
-  if not name or "/" in name:
-    raise GridError(f"cannot name a run after {assignment!r} (empty or contains '/')")
+  """The run's workdir name: its assignments, a path value by its last component."""
+  name = ",".join(f"{k}={os.path.basename(v.rstrip('/')) if '/' in v else v}"
+                  for k, v in assignment.items())
+  if not name or any(not p.partition("=")[2] for p in name.split(",")):
+    raise GridError(f"cannot name a run after {assignment!r} (a value is empty or '/')")
   return name
 
 
@@ -267,13 +272,16 @@ def _run_one(i: int, n: int, name: str, cmd: list[str], workdir: str, env: dict)
 def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  assignments, names = [], set()
+  assignments, names = [], {}
   try:
     for spec in _GRID.value:
       for a in parse_grid(spec):
         name = run_name(a)
+        if name in names and names[name] != a:
+          raise GridError(f"runs {names[name]!r} and {a!r} would share the workdir "
+                          f"{name!r}: give the paths different last components")
         if name not in names:  # the union: a run listed by two grids runs once
-          names.add(name)
+          names[name] = a
           assignments.append(a)
   except GridError as e:
     raise app.UsageError(str(e)) from e

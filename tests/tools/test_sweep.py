@@ -117,3 +117,21 @@ def test_print_commands_runs_nothing(tmp_path):
   assert lines[1].startswith("python -m tests.tools.fake_train --config=")
   assert lines[1].endswith(f"--workdir={tmp_path / 'root' / 'seed=1'}")
   assert not (tmp_path / "root").exists()
+
+
+def test_a_path_value_names_its_run_by_its_last_component(tmp_path):
+  # e.g. sweeping the backbone a segmentation run starts from (config.init_from).
+  result = subprocess.run(
+      _sweep(tmp_path, "config.init_from=/runs/r18_a/,/runs/r18_b;seed=0",
+             extra=["--print_commands"]), capture_output=True, text=True, check=True)
+  lines = result.stdout.strip().split("\n")
+  assert len(lines) == 2
+  assert "--config.init_from=/runs/r18_a/" in lines[0].split()
+  assert f"--workdir={tmp_path / 'root' / 'config.init_from=r18_a,seed=0'}" in lines[0].split()
+  assert f"--workdir={tmp_path / 'root' / 'config.init_from=r18_b,seed=0'}" in lines[1].split()
+  # Two paths that end alike would share a workdir: refused, naming both.
+  result = subprocess.run(_sweep(tmp_path, "config.init_from=/a/r18,/b/r18",
+                                 extra=["--print_commands"]),
+                          capture_output=True, text=True, check=False)
+  assert result.returncode != 0 and "/a/r18" in result.stderr and "/b/r18" in result.stderr
+  assert "would share the workdir" in result.stderr
