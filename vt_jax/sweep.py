@@ -13,8 +13,8 @@ A value cannot hold ',' or ';' (they separate values and keys).
 Each run is `python -m vt_jax.main --config=FILE:ARG --workdir=ROOT/NAME` (NAME: the run's
 grid assignments, `tokenizer=pooling,seed=1`; a path value is named by its last component,
 so `--grid='config.init_from=/runs/r18_a,/runs/r18_b'` gives `config.init_from=r18_a` and
-`config.init_from=r18_b`, and two paths that end alike are refused) in a subprocess, with its output in
-ROOT/NAME/train.log and its state in ROOT/NAME/sweep_run.json. Re-running the same command
+`config.init_from=r18_b`, and two paths that end alike are refused) in a subprocess, with
+its output in ROOT/NAME/train.log and its state in ROOT/NAME/sweep_run.json. Re-running the same command
 resumes a half-finished sweep: finished runs are skipped, an interrupted run is resumed
 from its checkpoint (the training entry point's own resume), a failed one is retried. A run
 that exits non-zero is reported by name with its exit status and the end of its log; the

@@ -31,6 +31,19 @@ def resnet(depth: int, **overrides) -> ml_collections.ConfigDict:
   return cfg
 
 
+def _tokens_read_broadly_at_init(depth: int, overrides: dict) -> None:
+  """Backbone init for a model whose tokenizers read ResNet-`depth`'s stage 4.
+
+  ResNet-101's stage-4 map is the sum of 23 residual blocks: at initialisation its values are
+  so large that the spatial attention of every tokenizer reading it is near one-hot (224 px:
+  VT-R101's three modules 1.6-2.1 of log(196) = 5.28, the filter tokenizer included; VT-FPN
+  R101's level 4: 2.43). Residual branches that start at zero (Goyal et al. 2017) leave stage
+  4 at the scale of one block: 5.0-5.1. Same parameters and MACs; an init-only choice.
+  """
+  if depth == 101:
+    overrides.setdefault("zero_init_residual", True)
+
+
 def vt_resnet(depth: int, variant: str = "iccv", **overrides) -> ml_collections.ConfigDict:
   """VT-ResNet-`depth`: ResNet stages 1-4 + VT modules.
 
@@ -42,13 +55,7 @@ def vt_resnet(depth: int, variant: str = "iccv", **overrides) -> ml_collections.
   # VT tokens leave un-normalised residual modules with a large scale (logit std
   # ~5 at init with a random head): start from uniform predictions instead.
   overrides.setdefault("zero_init_head", True)
-  if depth == 101:
-    # ResNet-101's stage-4 map is the sum of 23 residual blocks: at initialisation its values
-    # are so large that every VT module's spatial attention is near one-hot (224 px, seeds 0
-    # and 1: entropy 1.6-2.1 of log(196) = 5.28, the filter tokenizer included). Residual
-    # branches that start at zero (Goyal et al. 2017) leave stage 4 at the scale of one
-    # block: 5.0-5.1 in all three modules. Same parameters and MACs; an init-only choice.
-    overrides.setdefault("zero_init_residual", True)
+  _tokens_read_broadly_at_init(depth, overrides)
   cfg = resnet(depth, **overrides)
   cfg.name = "vt_resnet"
   cfg.vt = vt_defaults(variant)
@@ -134,11 +141,7 @@ def vt_fpn(depth: int, num_classes: int, **overrides) -> ml_collections.ConfigDi
   `overrides` may set top-level fields and `vt=dict(...)`.
   """
   vt_overrides = overrides.pop("vt", {})
-  if depth == 101:
-    # As in `vt_resnet`: ResNet-101's stage 4 saturates the tokenizer that reads it (224 px,
-    # seed 0: entropy 2.43 of log(196) = 5.28 at level 4; with zero-initialised residual
-    # branches 5.10).
-    overrides.setdefault("zero_init_residual", True)
+  _tokens_read_broadly_at_init(depth, overrides)
   cfg = fpn(depth, num_classes, **overrides)
   cfg.name = "vt_fpn"
   cfg.vt = ml_collections.ConfigDict(dict(
