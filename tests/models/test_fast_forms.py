@@ -216,3 +216,18 @@ def test_layers_field_is_checked_and_auto_follows_the_platform():
   expected = "tuned" if jax.default_backend() == "cpu" else "flax"
   assert layers.resolve("auto") == expected
   assert layers.resolve("flax") == "flax" and layers.resolve("tuned") == "tuned"
+
+
+def test_materialized_is_the_identity_and_survives_xla():
+  from vt_jax.models import layers  # pylint: disable=g-import-not-at-top
+  for first in (1.5, float("nan"), float("inf"), -0.0):
+    x = jax.numpy.array([[first, -2.0], [float("nan"), 3.0]])
+    np.testing.assert_array_equal(jax.jit(layers.materialized)(x), x)
+    assert np.signbit(jax.jit(layers.materialized)(x)[0, 0]) == np.signbit(first)
+  # What it is for: the compiled kernel gradient of conv_nhwc keeps the conditional, so
+  # XLA cannot fuse the input's producers into the gradient's layout copy.
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 4, 8))
+  grad = jax.jit(jax.grad(lambda w, x: jax.numpy.sum(
+      layers.conv_nhwc(jax.nn.relu(x * 2.0 + 1.0), w, 1, 1) ** 2)))
+  assert "conditional" in grad.lower(w, x).compile().as_text()
