@@ -25,11 +25,12 @@ For each config (a name in configs/, optionally NAME:ARG) and dtype it prints:
     speed-up a VT-ResNet of that depth could reach if its VT modules took no time at all.
     On the CPU (with vt_jax's malloc settings) each config's breakdown runs in a fresh child
     process of this script, not after the train steps (why: breakdown_in_child).
-The peak is a measured float32 2048^3 matmul on CPU, and the vendor's dense bfloat16 figure
-on a GPU/TPU (or --peak_flops). Ratios measured in one run are what to quote: absolute
-figures move with the machine's load. --json prints one object as the last line:
+The peak is a measured float32 2048^3 matmul on CPU (best of 10 calls), and the vendor's
+dense bfloat16 figure on a GPU/TPU (or --peak_flops). Ratios measured in one run are what to
+quote: absolute figures move with the machine's load. --json prints one object as the last line:
   {"peak_flops": ..., "runs": [{"model", "dtype", "batch", "resolution", "images_per_sec",
-  "mfu"}, ...]}; with --breakdown, a ResNet's run also carries "vt_speedup_bound" (below).
+  "mfu"}, ...]}; with --breakdown, a ResNet's run also carries "vt_speedup_bound" (below);
+  with --notrain_step the object carries "bounds" instead: {"SPEC/DTYPE": ratio}.
 Needs no TensorFlow (no data pipeline; batches are synthetic), except --augment_device
 (the policies' tables live in vt_jax.data.augment, which imports it).
 """
@@ -119,9 +120,12 @@ def peak_flops() -> tuple[float, str]:
     n = 2048
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     mm = jax.jit(lambda x, y: x @ y)
-    jax.block_until_ready(mm(a, a))
-    best = min(timed(mm, a, a, calls=1) for _ in range(5))  # a peak: the best of 5 calls
-    return 2 * n**3 / best, f"measured float32 {n}^3 matmul on CPU, best of 5"
+    for _ in range(3):  # warm: the thread pool and the clock ramp up over the first calls
+      jax.block_until_ready(mm(a, a))
+    # A peak: the best of 10 calls. (Best of 5 right after start-up once measured 404 GFLOP/s
+    # where the same machine gave 449 an hour before, and a stage then ran at "100%".)
+    best = min(timed(mm, a, a, calls=1) for _ in range(10))
+    return 2 * n**3 / best, f"measured float32 {n}^3 matmul on CPU, best of 10"
   for kind, flops in NOMINAL_PEAK.items():
     if kind.lower() in dev.device_kind.lower():
       return flops * jax.device_count(), f"nominal bfloat16 {kind} x{jax.device_count()}"
