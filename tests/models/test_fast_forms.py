@@ -231,3 +231,21 @@ def test_materialized_is_the_identity_and_survives_xla():
   grad = jax.jit(jax.grad(lambda w, x: jax.numpy.sum(
       layers.conv_nhwc(jax.nn.relu(x * 2.0 + 1.0), w, 1, 1) ** 2)))
   assert "conditional" in grad.lower(w, x).compile().as_text()
+
+
+def test_conv_gradient_adds_no_collective_on_a_data_parallel_mesh():
+  # materialized() reads its predicate from the (replicated) kernel: reading the batch-sharded
+  # input's first element would add an all-reduce to every convolution's backward.
+  import re  # pylint: disable=g-import-not-at-top
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+  from vt_jax.models import layers  # pylint: disable=g-import-not-at-top
+  assert jax.device_count() == 8  # tests/conftest.py
+  mesh = Mesh(jax.devices(), ("data",))
+  x = jax.device_put(jax.numpy.ones((16, 8, 8, 4)), NamedSharding(mesh, PartitionSpec("data")))
+  w = jax.device_put(jax.numpy.ones((3, 3, 4, 8)), NamedSharding(mesh, PartitionSpec()))
+  counts = []
+  for conv in (layers._conv_nhwc, layers.conv_nhwc):  # pylint: disable=protected-access
+    grad = jax.jit(jax.grad(lambda w, x, conv=conv: jax.numpy.sum(
+        conv(jax.nn.relu(x * 2.0 + 1.0), w, 1, 1) ** 2)))
+    counts.append(len(re.findall(r"all-reduce\(", grad.lower(w, x).compile().as_text())))
+  assert counts[1] == counts[0] >= 1, counts  # the kernel gradient's own reduction only

@@ -162,21 +162,23 @@ def _conv_nhwc_fwd(x, kernel, stride, pad):
 
 def _conv_nhwc_bwd(stride, pad, residuals, g):
   x, kernel = residuals
-  _, vjp = jax.vjp(lambda x, k: _conv_nhwc(x, k, stride, pad), materialized(x), kernel)
+  _, vjp = jax.vjp(lambda x, k: _conv_nhwc(x, k, stride, pad), materialized(x, kernel), kernel)
   return vjp(g)
 
 
 conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
 
 
-def materialized(x: jax.Array) -> jax.Array:
+def materialized(x: jax.Array, anchor: jax.Array | None = None) -> jax.Array:
   """x itself, as an operand XLA cannot fuse x's producer into.
 
-  The predicate holds for every value (NaN included), so the first branch always runs and
-  the result is x. XLA's fusion passes do not look through a conditional, while they drop
-  optimization_barrier before fusing.
+  A conditional whose predicate, read from `anchor`'s first element (default: x's), holds
+  for every value (NaN included), so the first branch always runs and the result is x.
+  XLA's fusion passes do not look through a conditional, while they drop
+  optimization_barrier before fusing. Pass a replicated array (a parameter) as `anchor` when
+  x is sharded: reading x's first element would cost a cross-device reduction per call.
   """
-  a = x.reshape(-1)[0]
+  a = (x if anchor is None else anchor).reshape(-1)[0]
   return jax.lax.cond((a == a) | (a != a), lambda v: v, lambda v: -v, x)
 
 
