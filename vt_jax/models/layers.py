@@ -3,9 +3,11 @@
     'flax'   the plain flax layers: nn.Conv, nn.BatchNorm + nn.relu, nn.max_pool, and the
              grouped 1x1 map as nn.Conv(feature_group_count=g).
     'tuned'  forms rewritten for XLA's CPU backend (each class below says why):
-             PointwiseConv, SpatialConv, norm.BatchNorm (BatchNorm + ReLU with a
-             hand-written gradient), max_pool_3x3_s2 (a hand-written gradient) and
-             GroupedProjection's grouped_matmul.
+             PointwiseConv, SpatialConv (im2col on tiny maps, else conv_nhwc: lax's
+             convolution with a kernel gradient that reads its input's buffer),
+             norm.BatchNorm (BatchNorm + ReLU with a hand-written gradient),
+             max_pool_3x3_s2 (a hand-written gradient) and GroupedProjection's
+             grouped_matmul.
     'auto'   per platform, what was measured faster: 'tuned' on CPU; 'flax' on GPU and TPU,
              where no measurement of the tuned forms exists yet.
 
