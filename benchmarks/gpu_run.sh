@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One-shot GPU figures: ResNet-50 vs VT-R50 train steps in bfloat16 at batch 256, MFU against
-# the nominal dense bfloat16 peak (989 TFLOP/s on H100/H200). Written for a machine with no
+# One-shot GPU figures: ResNet-50, VT-R50, ResNet-18 and VT-R18 train steps in bfloat16 at
+# batch 256, MFU against the nominal dense bfloat16 peak (989 TFLOP/s on H100/H200), in both
+# layer forms (`model.layers`: the default 'auto' runs the plain flax layers on a GPU; then
+# 'tuned', the CPU-tuned forms), so that 'auto' can follow what is faster there. Written for a machine with no
 # network, no TensorFlow, no clu and no ml_collections, where this checkout arrives with
 # `.whl/` (git-ignored) holding the pure wheels vt_jax needs beyond jax/flax/optax/orbax:
 #
@@ -13,7 +15,8 @@
 #   JAX_PLATFORMS=cpu bash benchmarks/gpu_run.sh --configs=quickstart:width=4 \
 #       --resolution=32 --batch=8 --dtypes=float32
 # Writes to $OUT: env.txt, train_step.log, train_step.json (the benchmark's JSON object),
-# breakdown.log (per-stage times; best effort, cut off after 80 s). Budget: < 6 minutes.
+# tuned.log and tuned.json (the same with --layers=tuned; best effort, cut off after 180 s),
+# breakdown.log (per-stage times; best effort, cut off after 90 s). Budget: < 9 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu_out}"
@@ -40,8 +43,10 @@ fi
 'optax', optax.__version__); print(jax.devices())"; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
+CONFIGS=--configs=resnet50,vt_r50,resnet18,vt_r18
+
 # 1. The figures: the real train step, bfloat16, batch 256, median of 20 steps.
-timeout 270 python benchmarks/train_step.py --configs=resnet50,vt_r50 --dtypes=bfloat16 \
+timeout 240 python benchmarks/train_step.py "$CONFIGS" --dtypes=bfloat16 \
   --batch=256 --steps=20 --nobreakdown --json "$@" 2>"$OUT/train_step.stderr" \
   | tee "$OUT/train_step.log"
 rc=${PIPESTATUS[0]}
@@ -52,8 +57,15 @@ if [ "$rc" -ne 0 ]; then
 fi
 tail -1 "$OUT/train_step.log" > "$OUT/train_step.json"
 
-# 2. Where the time goes per stage (best effort: its absence does not fail the run).
-timeout 80 python benchmarks/train_step.py --configs=vt_r50,resnet50 --dtypes=bfloat16 \
+# 2. The same steps with the CPU-tuned layer forms (best effort).
+timeout 180 python benchmarks/train_step.py "$CONFIGS" --dtypes=bfloat16 \
+  --batch=256 --steps=10 --nobreakdown --json --layers=tuned "$@" 2>"$OUT/tuned.stderr" \
+  | tee "$OUT/tuned.log" \
+  || echo "gpu_run.sh: the tuned-layers run was cut off or failed; the figures above stand"
+tail -1 "$OUT/tuned.log" > "$OUT/tuned.json"
+
+# 3. Where the time goes per stage (best effort: its absence does not fail the run).
+timeout 90 python benchmarks/train_step.py "$CONFIGS" --dtypes=bfloat16 \
   --batch=256 --notrain_step --quick "$@" > "$OUT/breakdown.log" 2>"$OUT/breakdown.stderr" \
   || echo "gpu_run.sh: breakdown cut off or failed (exit $?); the figures above stand"
 cat "$OUT/breakdown.log"

@@ -85,6 +85,9 @@ _AUGMENT = flags.DEFINE_enum("augment_device", "none", ["none", "autoaugment", "
 _INTERLEAVE = flags.DEFINE_bool("interleave", True, "compile every config first, then time "
                                 "their steps in turn (A B A B ...), so load changes hit all "
                                 "alike; --nointerleave: one config at a time (less memory)")
+_LAYERS = flags.DEFINE_enum("layers", None, ["auto", "tuned", "flax"], "model.layers for every "
+                            "config (default: each config's own, 'auto': tuned on CPU, flax "
+                            "elsewhere)")
 _FRESH = flags.DEFINE_bool("breakdown_in_child", True, "on the CPU with vt_jax's malloc "
                            "settings, time each config's breakdown in a fresh child process "
                            "(see breakdown_in_child()); --nobreakdown_in_child: in this one")
@@ -137,6 +140,8 @@ def load_config(spec: str, dtype: str) -> ml_collections.ConfigDict:
   path = name if name.endswith(".py") else os.path.join(ROOT, "configs", name + ".py")
   config = config_files.load(path + (":" + arg if arg else ""), field="--configs")
   config.model.dtype = dtype
+  if _LAYERS.value:
+    config.model.layers = _LAYERS.value
   config.batch_size = _BATCH.value
   return config
 
@@ -384,6 +389,8 @@ def breakdown_in_child(spec: str, dtype: str, peak: float, bound: bool) -> float
          "--nobreakdown_in_child", f"--peak_flops={peak}", "--json",
          "--quick" if _QUICK.value else "--noquick",
          "--speedup_bound" if bound else "--nospeedup_bound"]
+  if _LAYERS.value:
+    cmd.append(f"--layers={_LAYERS.value}")
   out = subprocess.run(cmd, capture_output=True, text=True, check=False)
   if out.returncode:
     raise RuntimeError(f"the breakdown of {spec} ({dtype}) in a child process failed "
