@@ -401,11 +401,15 @@ def breakdown_in_child(spec: str, dtype: str, peak: float, bound: bool) -> float
   return json.loads(lines[-1]).get("bounds", {}).get(f"{spec}/{dtype}")
 
 
+def bound_ratio(times: dict) -> float:
+  """whole / without stage 5, rounded as the JSON's vt_speedup_bound (and the printed line)."""
+  return round(times["whole"] / times["without_stage5"], 3)
+
+
 def print_bound(spec: str, times: dict) -> None:
   print(f"  {spec}: stages + head forward+backward as one jit {times['whole']:.3f} s, without "
         f"stage 5 {times['without_stage5']:.3f} s -> a VT model sharing stages 1-4 is at most "
-        f"{times['whole'] / times['without_stage5']:.2f}x faster, even with VT modules that "
-        "take no time", flush=True)
+        f"{bound_ratio(times):.2f}x faster, even with VT modules that take no time", flush=True)
 
 
 def print_breakdown(spec: str, dtype: str, prof: dict, rows: list[dict], peak: float) -> None:
@@ -476,7 +480,7 @@ def main(argv):
           if wants_bound:
             bound = stage5_free_bound(model, config, calls)
             print_bound(spec, bound)
-            ratio = round(bound["whole"] / bound["without_stage5"], 3)
+            ratio = bound_ratio(bound)
         if ratio is not None:
           bounds[f"{spec}/{dtype}"] = ratio
           for run in runs:
