@@ -50,16 +50,21 @@ def test_shipped_vt_configs_attend_broadly_at_initialisation(spec):
 def test_guard_fails_for_the_literal_equation_on_vt_r50():
   low = low_entropy_modules("configs/vt_r50.py", recurrent_logits="paper")
   assert set(low) == {"stage5/vt2", "stage5/vt3"}  # the two recurrent modules
-  assert all(ent < 0.1 for ent, _ in low.values())  # 224 px: 0.000-0.007 of 5.28
+  # 224 px, of 5.28: 0.000-0.007 with flax's kernel init, 0.002-0.08 with PyTorch's (the
+  # default, model.vt.kernel_init): each token reads about one pixel either way.
+  assert all(ent < 0.5 for ent, _ in low.values()), low
 
 
 @pytest.mark.slow
 def test_guard_fails_for_vt_r101_without_zero_initialised_residual_branches():
   # VT-R101's stage-4 map, the sum of 23 residual blocks, saturates every module (the filter
   # tokenizer included) unless the residual branches start at zero (its preset's choice).
+  # Measured with flax's kernel init, as the preset was chosen; with PyTorch's (the default
+  # since) the three modules start at 3.0-4.0 of 5.28 without it, above the guard's half.
   config = files.load(os.path.join(ROOT, "configs/vt_r101.py"))
   assert config.model.zero_init_residual
   config.model.zero_init_residual = False
+  config.model.vt.kernel_init = "flax"
   result = attention.init_entropy(config.model, 224, seeds=(0,), batch=1)  # 1: CI time
   assert {name for name, e in result.items()
           if e["entropy"][0] < 0.5 * e["uniform_entropy"]} == {

@@ -42,3 +42,14 @@ def test_older_vt_fpn_run_reads_as_the_first_form(tmp_path):
   assert "recurrent_logits" not in vt  # VT-FPN has no recurrent tokenizer
   config.model.vt.update(top_down=False, zero_init_value=False)
   run_config.check_against_saved(config, str(tmp_path), log=False)
+
+
+def test_older_vt_resnet_run_reads_as_flax_kernel_init(tmp_path):
+  # Runs saved before model.vt.kernel_init existed started their VT maps from flax's default.
+  config = _older_run(tmp_path, "configs/quickstart.py", ["kernel_init"])
+  assert run_config.load(str(tmp_path)).model.vt.kernel_init == "flax"
+  assert checkpoint.read_config(str(tmp_path)).model.vt.kernel_init == "flax"
+  with pytest.raises(run_config.ConfigMismatchError, match=r"model\.vt\.kernel_init"):
+    run_config.check_against_saved(config, str(tmp_path), log=False)
+  config.model.vt.kernel_init = "flax"
+  run_config.check_against_saved(config, str(tmp_path), log=False)

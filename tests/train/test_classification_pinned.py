@@ -32,6 +32,11 @@ model.vt.recurrent_logits='normalized' (unit rows of W_R) instead of the literal
 tokens each read one pixel from initialisation (the values replaced then were the literal
 form's, recorded with jax 0.10.2 like these).
 
+Re-recorded for a change of the initial weights: the VT maps' kernels start as PyTorch's
+nn.Linear/nn.Conv (model.vt.kernel_init='torch', a third of flax's LeCun-normal variance),
+with which the shipped VT-R18 no longer diverges on its recipe (the step-2 grad norm fell from
+11.8 to 2.0). Recorded with jax 0.10.2 like the values it replaced.
+
 A change that legitimately alters the quickstart's numerics (a model's arithmetic, the data
 pipeline, the recipe) must re-record them the same way and say why in its commit.
 """
@@ -50,13 +55,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 RECORDED_WITH = "0.10."  # the jax version the values below were recorded with
 
 PINNED = [
-    {"step": 2, "split": "train", "loss": 2.307424783706665, "top1": 0.03125,
-     "grad_norm": 11.84365177154541, "lr": 0.0030113626271486282,
+    {"step": 2, "split": "train", "loss": 2.303485870361328, "top1": 0.03125,
+     "grad_norm": 1.9667515754699707, "lr": 0.0030113626271486282,
      "epoch": 0.045454545454545456, "skipped_updates": 0.0, "skipped_examples": 0.0},
-    {"step": 4, "split": "train", "loss": 2.3104820251464844, "top1": 0.078125,
-     "grad_norm": 13.555500030517578, "lr": 0.00403409032151103,
+    {"step": 4, "split": "train", "loss": 2.303969383239746, "top1": 0.109375,
+     "grad_norm": 2.222628593444824, "lr": 0.00403409032151103,
      "epoch": 0.09090909090909091, "skipped_updates": 0.0, "skipped_examples": 0.0},
-    {"step": 4, "split": "eval", "loss": 2.298358154296875, "top1": 0.1,
+    {"step": 4, "split": "eval", "loss": 2.301497395833333, "top1": 0.1,
      "top5": 0.49722222222222223, "epoch": 0.09090909090909091},
 ]
 

@@ -105,6 +105,10 @@ def vt_defaults(variant: str = "iccv") -> ml_collections.ConfigDict:
       projector_heads=16,
       query_groups=1,           # projector query map (C -> C) groups
       kv_groups=1,              # projector key/value maps (C_T -> C) groups
+      kernel_init="torch",      # the VT maps' kernels: torch (PyTorch's nn.Linear/nn.Conv
+                                # default, U(+-1/sqrt(fan_in))) | flax (LeCun normal, 3x the
+                                # variance: the shipped VT-R50 diverges within 4 steps of
+                                # the default SGD recipe; see vt_jax.models.layers.KERNEL_INITS)
   ))
 
 

@@ -21,6 +21,7 @@ from vt_jax.models import layers
 from vt_jax.models import resnet
 from vt_jax.models.fpn import FPN
 from vt_jax.models.fpn import check_init as check_fpn_init
+from vt_jax.models.layers import KERNEL_INITS
 from vt_jax.models.resnet import ResNet
 from vt_jax.models.vt import RECURRENT_LOGITS
 from vt_jax.models.vt import RESIZE_MODES
@@ -60,6 +61,9 @@ def _check_vt(vt) -> None:
                      "(None: as many as the ResNet's stage 5 has blocks)")
   if vt.resize not in RESIZE_MODES:
     raise ValueError(f"model.vt.resize={vt.resize!r}; choose one of {list(RESIZE_MODES)}")
+  if vt.kernel_init not in KERNEL_INITS:
+    raise ValueError(f"model.vt.kernel_init={vt.kernel_init!r}; choose one of "
+                     f"{sorted(KERNEL_INITS)}")
   if vt.recurrent_logits not in RECURRENT_LOGITS:
     raise ValueError(f"model.vt.recurrent_logits={vt.recurrent_logits!r}; choose one of "
                      f"{list(RECURRENT_LOGITS)}")

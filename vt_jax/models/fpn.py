@@ -46,6 +46,10 @@ def resize(x: jax.Array, hw: tuple[int, int], method: str) -> jax.Array:
 
 
 INITS = ("msra", "detectron2")
+# The tokenizers' and transformer's kernels: flax's default (LeCun normal), the form VT-FPN was
+# measured with against FPN (docs/segmentation.md). VT-ResNets default to PyTorch's
+# (model.vt.kernel_init, vt_jax.models.layers.KERNEL_INITS); VT-FPN was not re-measured with it.
+VT_KERNEL_INIT = "flax"
 # detectron2's c2_msra_fill (kaiming_normal_, mode='fan_out'; jax's 'normal' is untruncated),
 # which it uses for the semantic head's convs and predictor. 'msra' (vt_jax's first form)
 # uses it for every conv.
@@ -166,11 +170,13 @@ class VTFPNNeck(nn.Module):
       flats.append(x.reshape(b, h * w, c))
       tokens.append(vt.FilterTokenizer(
           tokens=cfg.tokens, token_channels=cfg.token_channels, spatial_shape=(h, w),
-          variant=cfg.variant, dtype=self.dtype, name=f"tokenizer{i + 2}")(flats[-1]))
+          variant=cfg.variant, dtype=self.dtype, kernel_init=VT_KERNEL_INIT,
+          name=f"tokenizer{i + 2}")(flats[-1]))
     # One transformer over all levels' tokens: the levels exchange information here (FPN's
     # top-down path does it with upsampling).
     t = vt.TokenTransformer(heads=cfg.heads, variant=cfg.variant, ffn_hidden=cfg.ffn_hidden,
-                            dtype=self.dtype, name="transformer")(jnp.concatenate(tokens, 1))
+                            dtype=self.dtype, kernel_init=VT_KERNEL_INIT,
+                            name="transformer")(jnp.concatenate(tokens, 1))
     check_init(self.init_scheme)
     query_init = (XAVIER_FILL if self.init_scheme == "detectron2"
                   else nn.linear.default_kernel_init)

@@ -271,8 +271,27 @@ max_pool_3x3_s2.defvjp(_max_pool_fwd, _max_pool_bwd)
 # ---------------------------------------------------------------------------------------
 # Grouped 1x1 maps (VT modules): the paper's grouped 1x1 convs over [batch, n, channels].
 
+# Kernel initialisers of the VT modules' linear maps (model.vt.kernel_init).
+# 'torch': PyTorch's default for nn.Linear and nn.Conv1d/2d (kaiming_uniform with a=sqrt(5)),
+# U(-1/sqrt(fan_in), 1/sqrt(fan_in)): the initialisation the authors' PyTorch modules get
+# unless they re-initialise them, a third of flax's variance. 'flax': flax's default (LeCun
+# normal, variance 1/fan_in). fan_in of a grouped map is its inputs per group, in both.
+KERNEL_INITS = {
+    "torch": nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+    "flax": nn.linear.default_kernel_init,
+}
+
+
+def kernel_initializer(name: str, field: str = "model.vt.kernel_init"):
+  """The initialiser KERNEL_INITS[name]; a ValueError naming `field` for an unknown name."""
+  if name not in KERNEL_INITS:
+    raise ValueError(f"{field}={name!r}; choose one of {sorted(KERNEL_INITS)}")
+  return KERNEL_INITS[name]
+
+
 def projection(features: int, groups: int, dtype: Dtype, name: str,
-               use_bias: bool = True, field: str = "groups") -> nn.Module:
+               use_bias: bool = True, field: str = "groups",
+               kernel_init: Any = nn.linear.default_kernel_init) -> nn.Module:
   """A 1x1 (grouped) linear map over the last axis of [batch, n, channels].
 
   groups == 1 is a Dense layer; groups > 1 a GroupedProjection, whose form is the `layers`
@@ -280,8 +299,10 @@ def projection(features: int, groups: int, dtype: Dtype, name: str,
   errors.
   """
   if groups == 1:
-    return nn.Dense(features, use_bias=use_bias, dtype=dtype, name=name)
-  return GroupedProjection(features, groups, field, use_bias, dtype, name=name)
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, kernel_init=kernel_init,
+                    name=name)
+  return GroupedProjection(features, groups, field, use_bias, dtype, kernel_init=kernel_init,
+                           name=name)
 
 
 class GroupedProjection(nn.Module):
@@ -304,6 +325,7 @@ class GroupedProjection(nn.Module):
   use_bias: bool = True
   dtype: Dtype = jnp.float32
   layers: str | None = None
+  kernel_init: Any = nn.linear.default_kernel_init
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -315,8 +337,9 @@ class GroupedProjection(nn.Module):
     form = self.layers or getattr(self.parent, "layers", None) or "auto"
     if resolve(form) == "flax":
       return nn.Conv(self.features, (1,), feature_group_count=g, use_bias=self.use_bias,
-                     dtype=self.dtype, name="conv")(x)
-    kernel, bias = _GroupedConvParams(c // g, self.features, self.use_bias, name="conv")()
+                     dtype=self.dtype, kernel_init=self.kernel_init, name="conv")(x)
+    kernel, bias = _GroupedConvParams(c // g, self.features, self.use_bias, self.kernel_init,
+                                      name="conv")()
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     # Conv kernel [1, C/g, F]: output channel o of group o // (F/g) reads input channels
     # of the same group, so [C/g, F] -> [C/g, g, F/g] pairs each group's inputs and outputs.
@@ -344,10 +367,11 @@ class _GroupedConvParams(nn.Module):
   in_per_group: int
   features: int
   use_bias: bool
+  kernel_init: Any = nn.linear.default_kernel_init
 
   @nn.compact
   def __call__(self):
-    kernel = self.param("kernel", nn.linear.default_kernel_init,
+    kernel = self.param("kernel", self.kernel_init,
                         (1, self.in_per_group, self.features), jnp.float32)
     bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
             if self.use_bias else None)

@@ -36,6 +36,7 @@ import numpy as np
 
 # The grouped 1x1 maps live with the other layer forms (model.layers); importable from here.
 from vt_jax.models.layers import GroupedProjection, grouped_matmul, projection  # noqa: F401
+from vt_jax.models.layers import kernel_initializer
 
 Dtype = Any
 
@@ -124,6 +125,7 @@ class PositionEncoding(nn.Module):
   channels: int = 49
   dtype: Dtype = jnp.float32
   resize: str = "bilinear"
+  kernel_init: str = "torch"  # layers.KERNEL_INITS
 
   @nn.compact
   def __call__(self, attention: jax.Array) -> jax.Array:
@@ -134,10 +136,11 @@ class PositionEncoding(nn.Module):
       m = jnp.asarray(resize_matrix((h, w), (2 * self.grid, 2 * self.grid), self.resize))
       maps = jnp.einsum("pn,kn->kp", m, maps.astype(jnp.float32))
     maps = maps.reshape(b * l, 2 * self.grid, 2 * self.grid, 1).astype(self.dtype)
+    init = kernel_initializer(self.kernel_init)
     maps = nn.Conv(1, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                   dtype=self.dtype, name="downsample")(maps)
+                   dtype=self.dtype, kernel_init=init, name="downsample")(maps)
     maps = maps.reshape(b, l, self.grid * self.grid)
-    return nn.Dense(self.channels, dtype=self.dtype, name="to_channels")(maps)
+    return nn.Dense(self.channels, dtype=self.dtype, kernel_init=init, name="to_channels")(maps)
 
 
 class Tokenizer(nn.Module):
@@ -159,24 +162,31 @@ class Tokenizer(nn.Module):
   dtype: Dtype = jnp.float32
   resize: str = "bilinear"  # RESIZE_MODES: the pooling tokenizer's and the encoding's resize
   layers: str = "auto"  # form of its grouped maps (vt_jax.models.layers.FORMS)
+  kernel_init: str = "torch"  # its linear maps' initialiser (vt_jax.models.layers.KERNEL_INITS)
+
+  def init_fn(self):
+    return kernel_initializer(self.kernel_init)
 
   def position(self, a: jax.Array) -> jax.Array:
     return PositionEncoding(self.spatial_shape, self.pe_grid, self.pe_channels, self.dtype,
-                            resize=self.resize, name="position")(a)
+                            resize=self.resize, kernel_init=self.kernel_init,
+                            name="position")(a)
 
   def value_and_position(self, pooled: jax.Array, a: jax.Array) -> jax.Array:
     c = pooled.shape[-1]
     v1 = self.variant == "v1"
     t = projection(c if v1 else self.token_channels, self.value_groups, self.dtype,
-                   "value", field="value_groups")(pooled)
+                   "value", field="value_groups", kernel_init=self.init_fn())(pooled)
     if self.position_encoding:
       p = self.position(a).astype(t.dtype)
       if v1:
         t = jnp.concatenate([t, p], axis=-1)
       else:
-        t = t + nn.Dense(self.token_channels, dtype=self.dtype, name="position_to_tokens")(p)
+        t = t + nn.Dense(self.token_channels, dtype=self.dtype, kernel_init=self.init_fn(),
+                         name="position_to_tokens")(p)
     if v1:
-      t = nn.Dense(self.token_channels, dtype=self.dtype, name="to_tokens")(t)
+      t = nn.Dense(self.token_channels, dtype=self.dtype, kernel_init=self.init_fn(),
+                   name="to_tokens")(t)
     return t
 
 
@@ -193,7 +203,8 @@ class FilterTokenizer(Tokenizer):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
-    logits = nn.Dense(self.tokens, dtype=self.dtype, name="attention")(x)
+    logits = nn.Dense(self.tokens, dtype=self.dtype, kernel_init=self.init_fn(),
+                      name="attention")(x)
     if self.variant == "v1":
       logits = logits / math.sqrt(c)
     a = softmax_f32(logits, axis=1)  # over pixels
@@ -310,8 +321,8 @@ class RecurrentTokenizer(Tokenizer):
     if self.logits == "layernorm":
       tokens_in = nn.LayerNorm(use_bias=False, use_scale=False, dtype=jnp.float32,
                                name="steer_norm")(tokens_in).astype(tokens_in.dtype)
-    w_r = projection(c, self.steer_groups, self.dtype, "token_to_filter",
-                     use_bias=False, field="steer_groups")(tokens_in)  # [B, L, C]
+    w_r = projection(c, self.steer_groups, self.dtype, "token_to_filter", use_bias=False,
+                     field="steer_groups", kernel_init=self.init_fn())(tokens_in)  # [B, L, C]
     if self.logits == "normalized":
       w32 = w_r.astype(jnp.float32)
       w_r = w32 * jax.lax.rsqrt(jnp.sum(w32 * w32, axis=-1, keepdims=True) + 1e-12)
@@ -346,12 +357,15 @@ class DynamicTokenizer(Tokenizer):
     c = x.shape[-1]
     half = self.tokens // 2
     t_a, t_b = tokens_in[:, :half], tokens_in[:, half:]
+    init = self.init_fn()
     q = split_heads(projection(c, self.steer_groups, self.dtype, "token_to_filter",
-                               field="steer_groups")(t_a), self.heads, "tokenizer_heads")
-    k = split_heads(projection(c, self.key_groups, self.dtype, "key", field="key_groups")(x),
-                    self.heads, "tokenizer_heads")
+                               field="steer_groups", kernel_init=init)(t_a), self.heads,
+                    "tokenizer_heads")
+    k = split_heads(projection(c, self.key_groups, self.dtype, "key", field="key_groups",
+                               kernel_init=init)(x), self.heads, "tokenizer_heads")
     v = split_heads(projection(c, self.value_groups, self.dtype, "value",
-                               field="value_groups")(x), self.heads, "tokenizer_heads")
+                               field="value_groups", kernel_init=init)(x), self.heads,
+                    "tokenizer_heads")
     logits = jnp.einsum("bhnd,bhld->bhnl", k, q) / math.sqrt(c // self.heads)
     coef = softmax_f32(logits, axis=2)  # over pixels
     a = coef.mean(axis=1)  # [B, N, L/2]
@@ -359,7 +373,7 @@ class DynamicTokenizer(Tokenizer):
     new = merge_heads(jnp.einsum("bhnl,bhnd->bhld", coef.astype(self.dtype), v))
     if self.position_encoding:
       new = jnp.concatenate([new, self.position(a).astype(new.dtype)], axis=-1)
-    new = nn.Dense(self.token_channels, dtype=self.dtype, name="to_tokens")(new)
+    new = nn.Dense(self.token_channels, dtype=self.dtype, kernel_init=init, name="to_tokens")(new)
     return jnp.concatenate([t_b.astype(new.dtype), new], axis=1)
 
 
@@ -384,18 +398,20 @@ class TokenTransformer(nn.Module):
   ffn_groups: int = 1
   dtype: Dtype = jnp.float32
   layers: str = "auto"  # form of its grouped maps (vt_jax.models.layers.FORMS)
+  kernel_init: str = "torch"  # its linear maps' initialiser (vt_jax.models.layers.KERNEL_INITS)
 
   @nn.compact
   def __call__(self, t: jax.Array) -> jax.Array:
     ct = t.shape[-1]
     dqk = self.qk_channels or ct
-    q = split_heads(projection(dqk, self.qk_groups, self.dtype, "query", field="qk_groups")(t),
-                    self.heads)
-    k = split_heads(projection(dqk, self.qk_groups, self.dtype, "key", field="qk_groups")(t),
-                    self.heads)
+    init = kernel_initializer(self.kernel_init)
+    q = split_heads(projection(dqk, self.qk_groups, self.dtype, "query", field="qk_groups",
+                               kernel_init=init)(t), self.heads)
+    k = split_heads(projection(dqk, self.qk_groups, self.dtype, "key", field="qk_groups",
+                               kernel_init=init)(t), self.heads)
     if self.variant == "v1":
       v = projection(ct, self.value_groups, self.dtype, "value",
-                     field="transformer_value_groups")(t)
+                     field="transformer_value_groups", kernel_init=init)(t)
     else:
       v = t
     v = split_heads(v, self.heads)
@@ -404,10 +420,13 @@ class TokenTransformer(nn.Module):
     self.sow("intermediates", "token_attention", w)
     t = t + merge_heads(jnp.einsum("bhij,bhjd->bhid", w.astype(v.dtype), v))
     if self.variant == "v1":
-      return t + projection(ct, self.ffn_groups, self.dtype, "ffn", field="ffn_groups")(t)
+      return t + projection(ct, self.ffn_groups, self.dtype, "ffn", field="ffn_groups",
+                            kernel_init=init)(t)
     hidden = self.ffn_hidden or ct
-    h = nn.relu(projection(hidden, self.ffn_groups, self.dtype, "ffn1", field="ffn_groups")(t))
-    return t + projection(ct, self.ffn_groups, self.dtype, "ffn2", field="ffn_groups")(h)
+    h = nn.relu(projection(hidden, self.ffn_groups, self.dtype, "ffn1", field="ffn_groups",
+                           kernel_init=init)(t))
+    return t + projection(ct, self.ffn_groups, self.dtype, "ffn2", field="ffn_groups",
+                          kernel_init=init)(h)
 
 
 class GraphConv(nn.Module):
@@ -437,16 +456,19 @@ class Projector(nn.Module):
   kv_groups: int = 1
   dtype: Dtype = jnp.float32
   layers: str = "auto"  # form of its grouped maps (vt_jax.models.layers.FORMS)
+  kernel_init: str = "torch"  # its linear maps' initialiser (vt_jax.models.layers.KERNEL_INITS)
 
   @nn.compact
   def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
     c = x.shape[-1]
+    init = kernel_initializer(self.kernel_init)
     q = split_heads(projection(c, self.query_groups, self.dtype, "query",
-                               field="query_groups")(x), self.heads, "projector_heads")
-    k = split_heads(projection(c, self.kv_groups, self.dtype, "key", field="kv_groups")(t),
-                    self.heads, "projector_heads")
-    v = split_heads(projection(c, self.kv_groups, self.dtype, "value", field="kv_groups")(t),
-                    self.heads, "projector_heads")
+                               field="query_groups", kernel_init=init)(x), self.heads,
+                    "projector_heads")
+    k = split_heads(projection(c, self.kv_groups, self.dtype, "key", field="kv_groups",
+                               kernel_init=init)(t), self.heads, "projector_heads")
+    v = split_heads(projection(c, self.kv_groups, self.dtype, "value", field="kv_groups",
+                               kernel_init=init)(t), self.heads, "projector_heads")
     logits = jnp.einsum("bhnd,bhld->bhnl", q, k) / math.sqrt(c // self.heads)
     w = softmax_f32(logits, axis=-1)  # over tokens
     self.sow("intermediates", "projector_attention", w)

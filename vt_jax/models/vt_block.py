@@ -22,7 +22,7 @@ def make_tokenizer(cfg, first: bool, spatial_shape, dtype, name="tokenizer",
                 spatial_shape=tuple(spatial_shape), value_groups=cfg.value_groups,
                 position_encoding=cfg.position_encoding, pe_grid=cfg.pe_grid,
                 pe_channels=cfg.pe_channels, resize=cfg.resize, dtype=dtype, name=name,
-                layers=layers)
+                layers=layers, kernel_init=cfg.kernel_init)
   if first or not cfg.recurrent:
     if cfg.tokenizer not in vt.TOKENIZERS:
       raise ValueError(f"model.vt.tokenizer={cfg.tokenizer!r}; choose one of "
@@ -43,7 +43,7 @@ def make_interaction(cfg, dtype, name="interaction", layers: str = "auto") -> nn
         heads=cfg.heads, variant=cfg.variant, qk_channels=cfg.qk_channels,
         qk_groups=cfg.qk_groups, value_groups=cfg.transformer_value_groups,
         ffn_hidden=cfg.ffn_hidden, ffn_groups=cfg.ffn_groups, dtype=dtype, name=name,
-        layers=layers)
+        layers=layers, kernel_init=cfg.kernel_init)
   if cfg.interaction == "graphconv":
     return vt.GraphConv(dtype=dtype, name=name)
   if cfg.interaction == "none":
@@ -101,6 +101,7 @@ class VTBlock(nn.Module):
   projector_heads: int | None = None
   query_groups: int | None = None
   kv_groups: int | None = None
+  kernel_init: str | None = None
 
   def settings(self) -> ml_collections.FrozenConfigDict:
     """The model.vt fields this block uses: keywords over `cfg` over the defaults."""
@@ -124,7 +125,8 @@ class VTBlock(nn.Module):
       raise ValueError("VTBlock(first=False) with a recurrent tokenizer needs the previous "
                        "block's tokens: call it as block(x, tokens)")
     if c_in != c:  # "1D and 2D convolutions fix the channel count between blocks"
-      x = nn.Conv(c, (1, 1), dtype=self.dtype, name="adapt_channels")(x)
+      x = nn.Conv(c, (1, 1), dtype=self.dtype, name="adapt_channels",
+                  kernel_init=vt.kernel_initializer(cfg.kernel_init))(x)
     flat = x.reshape(b, h * w, c)
     tokenizer = make_tokenizer(cfg, self.first, (h, w), self.dtype, layers=self.layers)
     tokens = tokenizer(flat, tokens) if recurrent else tokenizer(flat)
@@ -134,5 +136,5 @@ class VTBlock(nn.Module):
     if self.project and cfg.projector:
       flat = vt.Projector(heads=cfg.projector_heads, query_groups=cfg.query_groups,
                           kv_groups=cfg.kv_groups, dtype=self.dtype, layers=self.layers,
-                          name="projector")(flat, tokens)
+                          kernel_init=cfg.kernel_init, name="projector")(flat, tokens)
     return flat.reshape(b, h, w, c), tokens

@@ -72,14 +72,16 @@ def _override(field: str, value) -> str:
 
 # Fields added to the model after runs were already saved without them, with the value that
 # gives those runs' function (a run saved before model.vt.recurrent_logits existed computed
-# the literal Eq. 2, i.e. 'paper'; VT-FPN had no top-down path and a random value map).
+# the literal Eq. 2, i.e. 'paper'; its VT maps started from flax's LeCun-normal kernels;
+# VT-FPN had no top-down path and a random value map).
 # Filled into an older config.json when it is read, so evaluating, analysing or resuming an
 # older run rebuilds the model it trained, and a resume under today's defaults is refused
 # naming the field.
-_ADDED_FIELDS = (  # model.vt fields: (model.name they belong to, field, the old value)
-    (("model", "vt", "recurrent_logits"), "paper"),   # vt_resnet
-    (("model", "vt", "top_down"), False),             # vt_fpn
-    (("model", "vt", "zero_init_value"), False),      # vt_fpn
+_ADDED_FIELDS = (  # (the model.name they belong to, the model.vt field, the old value)
+    ("vt_resnet", "recurrent_logits", "paper"),
+    ("vt_resnet", "kernel_init", "flax"),
+    ("vt_fpn", "top_down", False),
+    ("vt_fpn", "zero_init_value", False),
 )
 
 
@@ -88,10 +90,8 @@ def fill_added_fields(saved: dict) -> dict:
   model = saved.get("model") or {}
   vt = model.get("vt")
   if isinstance(vt, dict):
-    for (_, _, field), old_value in _ADDED_FIELDS:
-      if field == "recurrent_logits" and model.get("name") == "vt_resnet":
-        vt.setdefault(field, old_value)
-      elif field != "recurrent_logits" and model.get("name") == "vt_fpn":
+    for name, field, old_value in _ADDED_FIELDS:
+      if model.get("name") == name:
         vt.setdefault(field, old_value)
   return saved
 
