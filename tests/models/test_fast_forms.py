@@ -249,3 +249,47 @@ def test_conv_gradient_adds_no_collective_on_a_data_parallel_mesh():
         conv(jax.nn.relu(x * 2.0 + 1.0), w, 1, 1) ** 2)))
     counts.append(len(re.findall(r"all-reduce\(", grad.lower(w, x).compile().as_text())))
   assert counts[1] == counts[0] >= 1, counts  # the kernel gradient's own reduction only
+
+
+def test_vt_stage_input_is_read_from_one_buffer_without_a_collective(monkeypatch):
+  # VTResNet ('tuned') passes stage 4's output through layers.materialized, so XLA cannot
+  # fuse stage 4's last BatchNorm + add + ReLU into each VT reader. The conditional must
+  # survive compilation, change no value, and add no collective on a data-parallel mesh (its
+  # predicate reads a replicated parameter, not the batch-sharded map).
+  import re  # pylint: disable=g-import-not-at-top
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+  from vt_jax import models  # pylint: disable=g-import-not-at-top
+  from vt_jax.config_lib import files  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  from vt_jax.models import layers  # pylint: disable=g-import-not-at-top
+  from vt_jax.models import vt_resnet  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  config = files.load(os.path.join(root, "configs/quickstart.py"))
+  config.model.layers = "tuned"
+  model = models.create_model(config.model)
+  mesh = Mesh(jax.devices(), ("data",))
+  images = jax.device_put(jax.random.normal(jax.random.key(0), (16, 32, 32, 3)),
+                          NamedSharding(mesh, PartitionSpec("data")))
+  variables = jax.device_put(model.init(jax.random.key(1), images[:1], False),
+                             NamedSharding(mesh, PartitionSpec()))
+
+  def compiled_grad():
+    def loss(params, images):
+      out, _ = model.apply(dict(variables, params=params), images, True,
+                           mutable=["batch_stats"], rngs={"dropout": jax.random.key(2)})
+      return (out ** 2).sum()
+    fn = jax.jit(jax.value_and_grad(loss))
+    return fn, fn.lower(variables["params"], images).compile().as_text()
+
+  fn, text = compiled_grad()
+  value = fn(variables["params"], images)
+  # The same model without it (only VTResNet's call; the convolutions keep theirs).
+  monkeypatch.setattr(vt_resnet, "layers", types.SimpleNamespace(
+      resolve=layers.resolve, materialized=lambda x, anchor=None: x))
+  plain_fn, plain_text = compiled_grad()
+  plain_value = plain_fn(variables["params"], images)
+  count = lambda pattern, t: len(re.findall(pattern, t))
+  assert count(r" conditional\(", text) > count(r" conditional\(", plain_text)
+  assert count(r"all-reduce\(", text) == count(r"all-reduce\(", plain_text)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               value, plain_value)
