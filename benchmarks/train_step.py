@@ -194,14 +194,23 @@ def prepare_step(config) -> dict:
   compile_s = time.perf_counter() - start
   state, metrics = compiled(state, data)  # warm-up
   jax.block_until_ready(metrics)
-  return dict(name=config.model.name, compiled=compiled, state=state, data=data,
+  return dict(name=config.model.name, compiled=compiled, start=state, data=data,
               compile_s=compile_s, memory_bytes=memory_bytes(compiled), times=[], cpu=[])
 
 
 def time_step(prepared: dict) -> None:
-  """Times one more step of a prepare_step() result (wall and CPU seconds)."""
+  """Times one more step of a prepare_step() result (wall and CPU seconds).
+
+  Every timed step starts from the same state (the one after the warm-up step; the copy is
+  made before the clock starts). Why: repeating updates on one synthetic batch is not
+  training, and a model whose recipe overshoots on it (with flax's LeCun-normal VT kernels the
+  shipped VT-R50 reached a loss of 7e14 by the third step) would be timed on ever larger or
+  non-finite values, and --steps would change what is timed.
+  """
+  state = jax.tree_util.tree_map(jnp.copy, prepared["start"])
+  jax.block_until_ready(state)
   start, cpu_start = time.perf_counter(), time.process_time()
-  prepared["state"], metrics = prepared["compiled"](prepared["state"], prepared["data"])
+  _, metrics = prepared["compiled"](state, prepared["data"])
   jax.block_until_ready(metrics)
   prepared["times"].append(time.perf_counter() - start)
   prepared["cpu"].append(time.process_time() - cpu_start)
