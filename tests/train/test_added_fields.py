@@ -23,14 +23,18 @@ def _older_run(tmp_path, spec, drop):
   return config
 
 
-def test_older_vt_resnet_run_reads_as_the_literal_recurrent_tokenizer(tmp_path):
-  config = _older_run(tmp_path, "configs/quickstart.py", ["recurrent_logits"])
-  assert run_config.load(str(tmp_path)).model.vt.recurrent_logits == "paper"
-  assert checkpoint.read_config(str(tmp_path)).model.vt.recurrent_logits == "paper"
+# Runs saved before model.vt.recurrent_logits existed computed the literal Eq. 2 ('paper');
+# before model.vt.kernel_init existed their VT maps started from flax's default ('flax').
+@pytest.mark.parametrize("field,old_value", [("recurrent_logits", "paper"),
+                                             ("kernel_init", "flax")])
+def test_older_vt_resnet_run_reads_as_it_trained(tmp_path, field, old_value):
+  config = _older_run(tmp_path, "configs/quickstart.py", [field])
+  assert run_config.load(str(tmp_path)).model.vt[field] == old_value
+  assert checkpoint.read_config(str(tmp_path)).model.vt[field] == old_value
   # Resuming it under today's default would change the model: refused, naming the field.
-  with pytest.raises(run_config.ConfigMismatchError, match=r"model\.vt\.recurrent_logits"):
+  with pytest.raises(run_config.ConfigMismatchError, match=rf"model\.vt\.{field}"):
     run_config.check_against_saved(config, str(tmp_path), log=False)
-  config.model.vt.recurrent_logits = "paper"  # the way out the message names
+  config.model.vt[field] = old_value  # the way out the message names
   run_config.check_against_saved(config, str(tmp_path), log=False)
 
 
@@ -43,13 +47,3 @@ def test_older_vt_fpn_run_reads_as_the_first_form(tmp_path):
   config.model.vt.update(top_down=False, zero_init_value=False)
   run_config.check_against_saved(config, str(tmp_path), log=False)
 
-
-def test_older_vt_resnet_run_reads_as_flax_kernel_init(tmp_path):
-  # Runs saved before model.vt.kernel_init existed started their VT maps from flax's default.
-  config = _older_run(tmp_path, "configs/quickstart.py", ["kernel_init"])
-  assert run_config.load(str(tmp_path)).model.vt.kernel_init == "flax"
-  assert checkpoint.read_config(str(tmp_path)).model.vt.kernel_init == "flax"
-  with pytest.raises(run_config.ConfigMismatchError, match=r"model\.vt\.kernel_init"):
-    run_config.check_against_saved(config, str(tmp_path), log=False)
-  config.model.vt.kernel_init = "flax"
-  run_config.check_against_saved(config, str(tmp_path), log=False)
