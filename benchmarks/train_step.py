@@ -20,7 +20,9 @@ For each config (a name in configs/, optionally NAME:ARG) and dtype it prints:
     the two steps, and from the augmentation + normalisation timed alone;
   * with --breakdown, a per-stage table: each stage (stem, stages 2-4, stage 5 or the VT
     modules, head) forward+backward alone on its own input, seconds and FLOP/s each, next to
-    its share of the MACs -- where wall-clock goes against where the MACs are; and, for a
+    its share of the MACs -- where wall-clock goes against where the MACs are (FLOP/s and
+    MFU count the paper's MACs, vt_jax.profile's; where the layers perform fewer, a
+    'performed' column counts those too); and, for a
     ResNet run next to a VT config, its stages as one chain with and without stage 5: the
     speed-up a VT-ResNet of that depth could reach if its VT modules took no time at all.
     On the CPU (with vt_jax's malloc settings) each config's breakdown runs in a fresh child
@@ -421,16 +423,35 @@ def print_bound(spec: str, times: dict) -> None:
         f"{bound_ratio(times):.2f}x faster, even with VT modules that take no time", flush=True)
 
 
-def print_breakdown(spec: str, dtype: str, prof: dict, rows: list[dict], peak: float) -> None:
+def print_breakdown(spec: str, dtype: str, prof: dict, rows: list[dict], peak: float,
+                    performed: dict[str, int]) -> None:
+  """The stage table. 'of peak' counts the paper's MACs (prof, as MFU does); where the
+  model's layers perform fewer (the tuned projector's folded query map), a 'performed'
+  column gives the share counting the MACs the form performs (`performed`, per stage)."""
   total_s = sum(r["seconds"] for r in rows)
+  differs = any(performed[r["stage"]] != prof["stages"][r["stage"]]["macs"] for r in rows)
   print(f"  {spec} {dtype}: each stage forward+backward alone, batch {_BATCH.value}")
   print(f"  {'stage':<8} {'seconds':>8} {'time %':>7} {'MAC %':>6} {'GFLOP/s':>9} {'of peak':>8} "
-        f"{'CPU-s':>7}")
+        f"{'CPU-s':>7}" + (f" {'performed':>9}" if differs else ""))
   for r in rows:
     macs = prof["stages"][r["stage"]]["macs"]
     gflops = 6 * macs * _BATCH.value / r["seconds"] / 1e9
+    done = 6 * performed[r["stage"]] * _BATCH.value / r["seconds"] / peak
     print(f"  {r['stage']:<8} {r['seconds']:>8.3f} {r['seconds'] / total_s:>7.1%} "
-          f"{macs / prof['macs']:>6.1%} {gflops:>9.1f} {gflops * 1e9 / peak:>8.1%} {r['cpu_s']:>7.3f}", flush=True)
+          f"{macs / prof['macs']:>6.1%} {gflops:>9.1f} {gflops * 1e9 / peak:>8.1%} "
+          f"{r['cpu_s']:>7.3f}" + (f" {done:>9.1%}" if differs else ""), flush=True)
+  if differs:
+    print(f"  (performed: the share of the peak counting the MACs this form performs, "
+          f"{sum(performed.values()) / 1e9:.3f} G per image against the paper's "
+          f"{prof['macs'] / 1e9:.3f} G: the tuned projector folds its query map into the keys)",
+          flush=True)
+
+
+def performed_macs(model) -> dict[str, int]:
+  """MACs per stage the model performs as built (its own layers form; profile counts the
+  paper's, on the 'flax' form)."""
+  variables = profile.abstract_variables(model, _RESOLUTION.value)
+  return profile.count_macs(model, variables, _RESOLUTION.value)
 
 
 def main(argv):
@@ -484,7 +505,8 @@ def main(argv):
           ratio = breakdown_in_child(spec, dtype, peak, wants_bound)
         else:
           model = models.create_model(config.model)
-          print_breakdown(spec, dtype, prof, breakdown(model, config, calls), peak)
+          print_breakdown(spec, dtype, prof, breakdown(model, config, calls), peak,
+                          performed_macs(model))
           ratio = None
           if wants_bound:
             bound = stage5_free_bound(model, config, calls)

@@ -11,7 +11,8 @@ MACs follow the paper's convention: multiply-accumulates of convolutions,
 dense layers and attention matrix products; softmax, normalisation,
 activations, pooling and interpolation are excluded.
 
-Source of truth: the traced model. `count_macs` walks the jaxpr of
+Source of truth: the traced model, in its 'flax' layers (`as_written`: the form that
+computes the paper's equations map by map). `count_macs` walks the jaxpr of
 `model.apply` (batch 1) and, for every `dot_general` and
 `conv_general_dilated`, adds (output elements) x (contraction size) -- exactly
 the MACs the model performs, attributed to a stage by the flax module path in
@@ -29,6 +30,7 @@ from collections import defaultdict
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from vt_jax import models
@@ -169,12 +171,27 @@ def format_resolution(resolution) -> int | str:
   return h if h == w else f"{h}x{w}"
 
 
+def as_written(model_config):
+  """`model_config` with model.layers='flax': the paper's equations, map by map.
+
+  profile() counts MACs on this form. The 'tuned' form (the CPU default) computes the same
+  functions with the same parameters, but its projector folds the query map into the keys
+  where every head reads whole query groups (vt_jax.models.vt.folded_query_logits) and
+  performs fewer MACs than the paper counts; count_macs on a model built from the config
+  itself gives what a form performs.
+  """
+  config = ml_collections.ConfigDict(model_config)  # a copy; also of a FrozenConfigDict
+  with config.unlocked():
+    config.layers = "flax"
+  return config
+
+
 def profile(model_config, resolution=224) -> dict:
   """{'model', 'resolution', 'macs', 'params', 'stages': {stage: {'macs', 'params'}}}.
 
   resolution: int (square) or (height, width) or 'HxW'.
   """
-  model = models.create_model(model_config)
+  model = models.create_model(as_written(model_config))
   variables = abstract_variables(model, resolution)
   macs = count_macs(model, variables, resolution)
   params = count_params(variables["params"])

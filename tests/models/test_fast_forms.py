@@ -105,7 +105,7 @@ def _model_config(name, depth, layers):
   # Width 16 keeps every layer type at a fraction of the cost. The recurrent tokenizer's
   # literal logits: with the default unit rows of W_R, this random width-16 VT-R50's float32
   # gradients differ by 0.8% between the forms, beyond what its own one-ulp and reordering
-  # probes show (its logits and statistics agree). In float64 the two forms agree to 5e-11
+  # probes show (its logits and statistics agree). In float64 the two forms agree to 7e-14
   # (test_layer_forms_agree_in_float64 below), so that 0.8% is float32 rounding amplified by
   # the random deep net, not a difference between the forms.
   return make(depth, num_classes=10, zero_init_head=False, layers=layers, width=16,
@@ -186,9 +186,11 @@ def test_layer_forms_same_parameters_outputs_and_gradients(name, depth):
 @pytest.mark.slow
 def test_layer_forms_agree_in_float64(recurrent_logits="normalized"):
   """VT-R50 with the default recurrent logits: in float64 the 'tuned' and 'flax' forms'
-  gradients agree to 1e-8 (measured: ~5e-11), far below what float32 rounding leaves, so a
-  float32 gap (0.8% with 'normalized') is rounding amplified by the model, not a wrong layer,
-  which differs by O(1) in any precision."""
+  gradients agree to 1e-8 (measured: ~7e-14; the softmaxes run in float64 too), far below
+  what float32 rounding leaves, so a float32 gap (0.8% with 'normalized') is rounding
+  amplified by the model, not a wrong layer, which differs by O(1) in any precision. The
+  'tuned' form folds the projector's grouped query map into its keys (16 groups, 4 heads):
+  the same function evaluated in another order, which this covers too."""
   proc = subprocess.run(
       [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                     "float64_parity.py"), "vt_resnet", "50", recurrent_logits],
@@ -200,12 +202,35 @@ def test_layer_forms_agree_in_float64(recurrent_logits="normalized"):
 @pytest.mark.parametrize("name,depth", [("resnet", 18), ("resnet", 50), ("vt_resnet", 18),
                                         ("vt_resnet", 50)])
 def test_layer_forms_same_profile(name, depth):
-  """vt_jax.profile counts the same MACs and parameters per stage in both forms."""
+  """vt_jax.profile counts the same MACs and parameters per stage in both forms: the paper's,
+  whichever form the config names."""
   from vt_jax import profile  # pylint: disable=g-import-not-at-top
   tuned = profile.profile(_model_config(name, depth, "tuned"), 64)
   plain = profile.profile(_model_config(name, depth, "flax"), 64)
   assert tuned == plain
   assert tuned["macs"] > 0
+
+
+@pytest.mark.parametrize("name,depth", [("resnet", 18), ("vt_resnet", 18), ("vt_resnet", 50)])
+def test_tuned_form_performs_the_same_macs_except_the_folded_query(name, depth):
+  """What each form performs (count_macs on the model itself): the same everywhere but in
+  VT-R50's projectors, where 'tuned' replaces the query map (pixels x C x C/groups) by the
+  folded keys (tokens x C x C/groups, plus tokens x C for the bias)."""
+  from vt_jax import models, profile  # pylint: disable=g-import-not-at-top
+  macs = {}
+  for form in ("tuned", "flax"):
+    config = _model_config(name, depth, form)
+    model = models.create_model(config)
+    macs[form] = profile.count_macs(model, profile.abstract_variables(model, 64), 64)
+  saved = {s: macs["flax"][s] - macs["tuned"][s] for s in macs["flax"]}
+  expected = 0
+  if depth == 50:  # 16 query groups, 4 projector heads: folded; 3 modules, 2 projectors
+    vt_cfg = config.vt
+    c, pixels, groups = 256, (64 // 16) ** 2, vt_cfg.query_groups  # width 16: C = 16 * 16
+    assert groups % vt_cfg.projector_heads == 0 and groups > 1
+    expected = 2 * (pixels * c * c // groups - vt_cfg.tokens * (c * c // groups + c))
+    assert expected > 0
+  assert saved == {**{s: 0 for s in saved}, "stage5": expected}
 
 
 def test_layers_field_is_checked_and_auto_follows_the_platform():

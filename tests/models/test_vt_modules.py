@@ -203,6 +203,46 @@ def test_projector_matches_per_head_reference():
   np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
+# (heads, query groups): the 'tuned' form folds W_Q into the keys when every head reads
+# whole query groups (groups a multiple of heads, > 1); (4, 2) and (4, 1) keep the query map.
+@pytest.mark.parametrize("heads,groups,folded", [(4, 8, True), (2, 2, True), (4, 16, True),
+                                                 (4, 2, False), (4, 1, False)])
+@pytest.mark.parametrize("layers", ["flax", "tuned"])
+def test_grouped_projector_matches_per_group_reference(heads, groups, folded, layers):
+  x, t = feature_map(), token_batch()
+  module = vt.Projector(heads=heads, query_groups=groups, layers=layers)
+  assert module.folds_query(C, H * W, L) == (folded and layers == "tuned")
+  assert not module.folds_query(C, L, L)  # no fewer MACs when pixels <= tokens
+  variables = module.init(jax.random.key(3), x, t)
+  # Random values everywhere: a zero bias would hide the folded bias term.
+  leaves, tree = jax.tree_util.tree_flatten(variables)
+  keys = jax.random.split(jax.random.key(4), len(leaves))
+  variables = jax.tree_util.tree_unflatten(
+      tree, [jax.random.normal(k, a.shape) / 2 for k, a in zip(keys, leaves)])
+  p = jax.tree_util.tree_map(np.asarray, variables["params"])
+  query = p["query"]["conv"] if groups > 1 else p["query"]
+  kernel = query["kernel"].reshape(C // groups, C)  # [C/groups, C]; group g's outputs
+  cg, xn = C // groups, np.asarray(x, np.float64)
+  q = np.concatenate([xn[..., g * cg:(g + 1) * cg] @ kernel[:, g * cg:(g + 1) * cg]
+                      for g in range(groups)], axis=-1) + query["bias"]
+  k = np.asarray(t, np.float64) @ p["key"]["kernel"] + p["key"]["bias"]
+  v = np.asarray(t, np.float64) @ p["value"]["kernel"] + p["value"]["bias"]
+  d = C // heads
+  expected = np.array(xn)
+  for h in range(heads):
+    sl = slice(h * d, (h + 1) * d)
+    logits = np.einsum("bnd,bld->bnl", q[..., sl], k[..., sl]) / np.sqrt(d)
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    expected[..., sl] += np.einsum("bnl,bld->bnd", w / w.sum(-1, keepdims=True), v[..., sl])
+  np.testing.assert_allclose(module.apply(variables, x, t), expected, rtol=1e-5, atol=1e-5)
+  # Gradients: the folded form's (x, t and every parameter) equal the query map's.
+  plain = vt.Projector(heads=heads, query_groups=groups, layers="flax")
+  g = jax.random.normal(jax.random.key(5), x.shape)
+  grads = [jax.grad(lambda v, x, t: jnp.sum(m.apply(v, x, t) * g), argnums=(0, 1, 2))(
+      variables, x, t) for m in (module, plain)]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), *grads)
+
+
 def test_iccv_transformer_matches_per_head_reference():
   t = token_batch()
   heads = 3

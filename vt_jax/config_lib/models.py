@@ -21,7 +21,8 @@ def resnet(depth: int, **overrides) -> ml_collections.ConfigDict:
       dtype="float32",          # compute dtype: float32 | bfloat16 (params stay float32)
       layers="auto",            # conv/BN/max-pool/grouped-map forms (vt_jax.models.layers):
                                 # tuned (CPU-tuned) | flax (plain flax) | auto (per platform);
-                                # same parameters, MACs and outputs
+                                # same parameters and outputs (tuned folds the
+                                # projector's grouped query into its keys: fewer MACs)
       dropout=0.0,              # head dropout rate (advanced recipe: 0.2)
       stochastic_depth_survival=1.0,  # survival of the deepest block; 1.0 = off (advanced: 0.9)
       zero_init_residual=False,  # zero-init each block's last BN scale

@@ -5,7 +5,8 @@
     logits = model.apply(variables, images, train=False)   # images: NHWC float32
 
 `model.layers` picks the form of the convolutions, BatchNorms, max-pool and grouped maps
-(vt_jax.models.layers): CPU-tuned or plain flax; same parameters, MACs and outputs.
+(vt_jax.models.layers): CPU-tuned or plain flax; same parameters and outputs (the tuned
+form's projector performs fewer MACs than the paper counts; vt_jax.profile counts the paper's).
 `VTBlock` is one VT module for use in one's own flax model.
 
 Classifiers (resnet, vt_resnet) return [B, num_classes]; segmentation models (fpn, vt_fpn)

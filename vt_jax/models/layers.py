@@ -6,14 +6,17 @@
              PointwiseConv, SpatialConv (im2col on tiny maps, else conv_nhwc: lax's
              convolution with a kernel gradient that reads its input's buffer),
              norm.BatchNorm (BatchNorm + ReLU with a hand-written gradient),
-             max_pool_3x3_s2 (a hand-written gradient) and GroupedProjection's
-             grouped_matmul.
+             max_pool_3x3_s2 (a hand-written gradient), GroupedProjection's
+             grouped_matmul, and the VT projector's query map folded into its keys
+             (vt_jax.models.vt.folded_query_logits).
     'auto'   per platform, what was measured faster: 'tuned' on CPU; 'flax' on GPU and TPU,
              where no measurement of the tuned forms exists yet.
 
 Both forms have the same parameters (names, shapes, initializers: the same initial values
-from the same key), the same MACs and the same outputs and gradients up to float32 rounding
+from the same key) and the same outputs and gradients up to float32 rounding
 (tests/models/test_fast_forms.py), so checkpoints and converted weights load into either.
+They perform the same MACs except in the projector's folded query, where 'tuned' performs
+fewer than the paper's equations count (vt_jax.profile counts the 'flax' form's).
 """
 
 from __future__ import annotations
@@ -327,25 +330,64 @@ class GroupedProjection(nn.Module):
   layers: str | None = None
   kernel_init: Any = nn.linear.default_kernel_init
 
-  @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    c = x.shape[-1]
-    g = self.groups
-    if c % g or self.features % g:
-      raise ValueError(f"model.vt.{self.field}={g}: {c} input and {self.features} "
-                       f"output channels must both be divisible by it")
+    return self.map_or_blocks(x.shape[-1], x)
+
+  def blocks(self, in_features: int) -> tuple[jax.Array, jax.Array | None]:
+    """The map's weights, not applied: (w [groups, C/groups, F/groups], bias [F] or None),
+    w[k] mapping group k's input channels to its outputs. Same variables as __call__. For a
+    caller that folds the map into another product (the projector's folded query)."""
+    return self.map_or_blocks(in_features, None)
+
+  @nn.compact
+  def map_or_blocks(self, c: int, x: jax.Array | None):
     form = self.layers or getattr(self.parent, "layers", None) or "auto"
-    if resolve(form) == "flax":
-      return nn.Conv(self.features, (1,), feature_group_count=g, use_bias=self.use_bias,
-                     dtype=self.dtype, kernel_init=self.kernel_init, name="conv")(x)
-    kernel, bias = _GroupedConvParams(c // g, self.features, self.use_bias, self.kernel_init,
-                                      name="conv")()
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    # Conv kernel [1, C/g, F]: output channel o of group o // (F/g) reads input channels
-    # of the same group, so [C/g, F] -> [C/g, g, F/g] pairs each group's inputs and outputs.
-    w = kernel[0].reshape(c // g, g, self.features // g).transpose(1, 0, 2)  # [g, C/g, F/g]
+    if x is not None and resolve(form) == "flax":
+      check_groups(c, self.features, self.groups, self.field)
+      return nn.Conv(self.features, (1,), feature_group_count=self.groups,
+                     use_bias=self.use_bias, dtype=self.dtype, kernel_init=self.kernel_init,
+                     name="conv")(x)
+    w, bias = GroupedKernel(c, self.features, self.groups, self.field, self.use_bias,
+                            self.kernel_init, name="conv")()
+    if x is None:
+      return w, bias
+    x, w, bias = nn.dtypes.promote_dtype(x, w, bias, dtype=self.dtype)
     y = grouped_matmul(x.reshape(-1, c), w).reshape(*x.shape[:-1], self.features)
     return y if bias is None else y + bias
+
+
+def check_groups(in_features: int, features: int, groups: int, field: str) -> None:
+  """A grouped map's channel counts must divide into its groups; the error names the field."""
+  if in_features % groups or features % groups:
+    raise ValueError(f"model.vt.{field}={groups}: {in_features} input and {features} "
+                     f"output channels must both be divisible by it")
+
+
+class GroupedKernel(nn.Module):
+  """The parameters of nn.Conv(kernel_size=(1,), feature_group_count=groups), as blocks.
+
+  Returns (w [groups, C/groups, F/groups], bias [F] or None): w[k] maps group k's input
+  channels to its output channels. The variables are the Conv's own (kernel [1, C/groups,
+  F], bias [F]; created by this module, so name it where the Conv would be named), so
+  checkpoints load into either form.
+  """
+  in_features: int
+  features: int
+  groups: int
+  field: str
+  use_bias: bool = True
+  kernel_init: Any = nn.linear.default_kernel_init
+
+  @nn.compact
+  def __call__(self):
+    c, f, g = self.in_features, self.features, self.groups
+    check_groups(c, f, g, self.field)
+    kernel = self.param("kernel", self.kernel_init, (1, c // g, f), jnp.float32)
+    bias = (self.param("bias", nn.initializers.zeros_init(), (f,), jnp.float32)
+            if self.use_bias else None)
+    # Conv kernel [1, C/g, F]: output channel o of group o // (F/g) reads input channels
+    # of the same group, so [C/g, F] -> [C/g, g, F/g] pairs each group's inputs and outputs.
+    return kernel[0].reshape(c // g, g, f // g).transpose(1, 0, 2), bias
 
 
 def grouped_matmul(x2: jax.Array, w: jax.Array) -> jax.Array:
@@ -362,17 +404,3 @@ def grouped_matmul(x2: jax.Array, w: jax.Array) -> jax.Array:
   return jnp.einsum("gni,gif->gnf", xt, w).transpose(1, 0, 2).reshape(x2.shape[0], -1)
 
 
-class _GroupedConvParams(nn.Module):
-  """The kernel and bias of nn.Conv(kernel_size=(1,), feature_group_count=g)."""
-  in_per_group: int
-  features: int
-  use_bias: bool
-  kernel_init: Any = nn.linear.default_kernel_init
-
-  @nn.compact
-  def __call__(self):
-    kernel = self.param("kernel", self.kernel_init,
-                        (1, self.in_per_group, self.features), jnp.float32)
-    bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-            if self.use_bias else None)
-    return kernel, bias

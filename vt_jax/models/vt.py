@@ -36,7 +36,7 @@ import numpy as np
 
 # The grouped 1x1 maps live with the other layer forms (model.layers); importable from here.
 from vt_jax.models.layers import GroupedProjection, grouped_matmul, projection  # noqa: F401
-from vt_jax.models.layers import kernel_initializer
+from vt_jax.models.layers import kernel_initializer, resolve
 
 Dtype = Any
 
@@ -60,7 +60,8 @@ def merge_heads(x: jax.Array) -> jax.Array:
 
 
 def softmax_f32(logits: jax.Array, axis: int) -> jax.Array:
-  return jax.nn.softmax(logits.astype(jnp.float32), axis=axis)
+  """Softmax in float32 or wider: bfloat16 logits are promoted, float64 ones stay float64."""
+  return jax.nn.softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=axis)
 
 
 RESIZE_MODES = ("bilinear", "antialiased")
@@ -462,17 +463,62 @@ class Projector(nn.Module):
   def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
     c = x.shape[-1]
     init = kernel_initializer(self.kernel_init)
-    q = split_heads(projection(c, self.query_groups, self.dtype, "query",
-                               field="query_groups", kernel_init=init)(x), self.heads,
-                    "projector_heads")
-    k = split_heads(projection(c, self.kv_groups, self.dtype, "key", field="kv_groups",
-                               kernel_init=init)(t), self.heads, "projector_heads")
+    k = projection(c, self.kv_groups, self.dtype, "key", field="kv_groups", kernel_init=init)(t)
     v = split_heads(projection(c, self.kv_groups, self.dtype, "value", field="kv_groups",
                                kernel_init=init)(t), self.heads, "projector_heads")
-    logits = jnp.einsum("bhnd,bhld->bhnl", q, k) / math.sqrt(c // self.heads)
+    if self.folds_query(c, x.shape[1], t.shape[1]):
+      w_q, b_q = GroupedProjection(c, self.query_groups, "query_groups", kernel_init=init,
+                                   name="query").blocks(c)
+      x_, w_q, b_q, k = nn.dtypes.promote_dtype(x, w_q, b_q, k, dtype=self.dtype)
+      logits = folded_query_logits(x_, w_q, b_q, k, self.heads,
+                                   1 / math.sqrt(c // self.heads))
+    else:
+      q = split_heads(projection(c, self.query_groups, self.dtype, "query",
+                                 field="query_groups", kernel_init=init)(x), self.heads,
+                      "projector_heads")
+      logits = jnp.einsum("bhnd,bhld->bhnl", q, split_heads(k, self.heads, "projector_heads"))
+      logits = logits / math.sqrt(c // self.heads)
     w = softmax_f32(logits, axis=-1)  # over tokens
     self.sow("intermediates", "projector_attention", w)
     return x + merge_heads(jnp.einsum("bhnl,bhld->bhnd", w.astype(v.dtype), v))
+
+  def folds_query(self, channels: int, pixels: int, tokens: int) -> bool:
+    """Whether the logits fold W_Q into the keys (folded_query_logits): in the 'tuned' form,
+    when every head reads whole query groups (query_groups a multiple of heads, > 1) and
+    that saves MACs: the query map's pixels x C x C/groups against the folded keys'
+    tokens x (C x C/groups + C)."""
+    g, h = self.query_groups, self.heads
+    return (resolve(self.layers) == "tuned" and g > 1 and g % h == 0 and channels % g == 0
+            and pixels * (channels // g) > tokens * (channels // g + 1))
+
+
+def folded_query_logits(x: jax.Array, w_q: jax.Array, b_q: jax.Array | None, k: jax.Array,
+                        heads: int, scale: float) -> jax.Array:
+  """The projector's logits ((x W_Q + b_Q) k^T) * scale per head, with W_Q folded into k.
+
+  x [batch, pixels, C]; w_q [groups, C/groups, C/groups] (GroupedProjection.blocks); b_q [C];
+  k [batch, tokens, C] -> [batch, heads, pixels, tokens].
+
+  Head h's logits are sum over its channels o of q[n, o] k[l, o]; when the head's channels
+  are whole query groups, q's channels in it read only the input channels of the same
+  groups, so logits_h = x_h M_h + b_h k_h^T with M_h = W_Q,h k_h^T ([C/heads, tokens] per
+  image) and x_h the head's C/heads input channels. Why: the same function (equal to
+  float32 rounding), but each pixel costs C x tokens MACs instead of the query map's
+  C x C/groups plus C x tokens (VT-R50: 8 tokens, 16 groups of 64: 9x fewer), and the
+  query map was the slowest part of the VT modules on CPU (docs/performance.md). The
+  paper's MACs (what vt_jax.profile counts, on the 'flax' form) include the query map.
+  """
+  b, n, c = x.shape
+  g = w_q.shape[0]
+  kg = k.reshape(b, k.shape[1], g, c // g)                           # [B, L, g, C/g]
+  m = jnp.einsum("gio,blgo->bgil", w_q, kg * scale)                   # [B, g, C/g, L]
+  m = m.reshape(b, heads, c // heads, k.shape[1])                     # groups -> heads
+  logits = jnp.einsum("bhni,bhil->bhnl", split_heads(x, heads, "projector_heads"), m)
+  if b_q is None:
+    return logits
+  kh = k.reshape(b, k.shape[1], heads, c // heads)
+  offset = jnp.einsum("ho,blho->bhl", b_q.reshape(heads, c // heads), kh * scale)
+  return logits + offset[:, :, None, :]
 
 
 TOKENIZERS = {
