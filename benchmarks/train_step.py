@@ -168,8 +168,11 @@ def _device_augments(config) -> bool:
   return bool(config.data.get("augment_device", False))
 
 
-def prepare_step(config) -> dict:
-  """The real train step compiled for one synthetic batch, its state and the batch."""
+def prepare_step(config, warm_up: bool = True) -> dict:
+  """The real train step compiled for one synthetic batch, its state and the batch.
+
+  `start` is the state after one warm-up step, or with warm_up=False the initial state.
+  """
   size, batch = _RESOLUTION.value, _BATCH.value
   mesh = sharding_lib.make_mesh(config.mesh)
   if batch % mesh.shape[sharding_lib.DATA]:
@@ -194,8 +197,9 @@ def prepare_step(config) -> dict:
   start = time.perf_counter()
   compiled = jax.jit(step, donate_argnums=(0,)).lower(state, data).compile()
   compile_s = time.perf_counter() - start
-  state, metrics = compiled(state, data)  # warm-up
-  jax.block_until_ready(metrics)
+  if warm_up:
+    state, metrics = compiled(state, data)
+    jax.block_until_ready(metrics)
   return dict(name=config.model.name, compiled=compiled, start=state, data=data,
               compile_s=compile_s, memory_bytes=memory_bytes(compiled), times=[], cpu=[])
 

@@ -80,3 +80,28 @@ def test_op_profile_attributes_the_step_to_model_parts():
   assert any("backbone/stage" in r or "stage5/vt" in r for r in rows), rows
   parts = lines[lines.index("  by model part (forward / backward, ms):") + 1:]
   assert {p.split()[0] for p in parts} >= {"stage1", "stage2", "stage5", "head"}
+
+
+def _stability(*args):
+  out = subprocess.run(
+      [sys.executable, "benchmarks/stability.py", "--config=configs/quickstart.py:width=4",
+       "--resolution=32", "--batch=8", "--json", *args],
+      cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_stability_reports_the_loss_from_the_initial_state_and_overrides_reach_the_step():
+  """benchmarks/stability.py: the first loss is the initial state's (the quickstart zero-inits
+  its head: exactly log(10)); on one fixed batch the loss then falls; a --config override
+  reaches the step (a peak learning rate of 1e30 makes the loss non-finite once the warm-up
+  has raised the rate: null in the JSON, exit status 0)."""
+  import math  # pylint: disable=g-import-not-at-top
+  fixed = _stability("--updates=10")
+  assert (fixed["fresh"], fixed["batch"], fixed["resolution"]) == (False, 8, 32)
+  losses = fixed["losses"]
+  assert len(losses) == 10 and abs(losses[0] - math.log(10)) < 1e-5
+  assert losses[-1] < losses[0] - 0.05
+  blown = _stability("--updates=4", "--fresh", "--config.schedule.peak_lr=1e30")
+  assert blown["fresh"] is True and blown["losses"][2:] == [None, None]
