@@ -153,6 +153,8 @@ def test_changed_config_over_an_existing_run_is_refused_before_writing(finished,
     (["--config.data.eval_split=bogus"], "config.data.eval_split='bogus'"),
     (["--config=configs/no_such_config.py"], "no config file 'configs/no_such_config.py'"),
     (["--workdir="], "--workdir is empty"),
+    (["--config.model.vt.kernel_init=he"],
+     "model.vt.kernel_init='he'; choose one of ['flax', 'torch']"),
 ])
 def test_input_errors_stop_before_any_work_with_one_message(flags, message, env, tmp_path):
   workdir = tmp_path / "w"

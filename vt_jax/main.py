@@ -106,6 +106,8 @@ def validate_config(config) -> None:
       raise ValueError(f"config.{key}={config[key]} must be > 0")
   from vt_jax import tasks  # pylint: disable=g-import-not-at-top
   tasks.check_config(config)  # config.task, model and data agree
+  from vt_jax import models  # pylint: disable=g-import-not-at-top
+  models.check_config(config.model)  # e.g. model.vt.kernel_init, before any work
 
 
 def timeout_kwargs(initialize, heartbeat_s: int, shutdown_s: int) -> dict:

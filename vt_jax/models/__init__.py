@@ -73,21 +73,36 @@ def _check_vt(vt) -> None:
                      f"{vt.token_channels}: both must be positive")
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """The `config.model` fields create_model checks, without building the model or starting
+  a JAX backend (so vt_jax.main can run it before jax.distributed.initialize): one
+  ValueError naming the field."""
+  name = config.get("name")
+  if name not in MODELS:
+    raise ValueError(f"model.name={name!r}; choose one of {list(MODELS)}")
+  _dtype(config)
+  form = config.get("layers", "auto")
+  if form not in layers.FORMS:
+    raise ValueError(f"model.layers={form!r}; choose one of {list(layers.FORMS)}")
+  if name == "vt_resnet":
+    _check_vt(config.vt)
+  elif name == "vt_fpn" and config.vt.variant not in ("iccv", "v1"):
+    raise ValueError(f"model.vt.variant={config.vt.variant!r}; choose 'iccv' or 'v1'")
+
+
 def create_model(config: ml_collections.ConfigDict):
   """Builds the flax module that `config` (a `config.model` section) describes."""
+  check_config(config)
   name = config.get("name")
   if name == "resnet":
     return ResNet(**_common(config))
   if name == "vt_resnet":
-    _check_vt(config.vt)
     return VTResNet(vt=ml_collections.FrozenConfigDict(config.vt), **_common(config))
   if name in ("fpn", "vt_fpn"):
     resnet.check_depth(config.depth)
     check_fpn_init(config.init_scheme)
     vt_cfg = None
     if name == "vt_fpn":
-      if config.vt.variant not in ("iccv", "v1"):
-        raise ValueError(f"model.vt.variant={config.vt.variant!r}; choose 'iccv' or 'v1'")
       vt_cfg = ml_collections.FrozenConfigDict(config.vt)
     return FPN(depth=config.depth, num_classes=config.num_classes, width=config.width,
                small_image_stem=config.small_image_stem, fpn_channels=config.fpn_channels,
