@@ -39,10 +39,8 @@ def _dtype(config) -> jnp.dtype:
 
 
 def _layers(config) -> str:
-  """model.layers, checked (names the field); 'auto' is resolved when the model is traced."""
-  form = config.get("layers", "auto")  # config.json of runs older than the field
-  layers.resolve(form)
-  return form
+  """model.layers (check_config checked it); 'auto' is resolved when the model is traced."""
+  return config.get("layers", "auto")  # config.json of runs older than the field
 
 
 def _common(config) -> dict:
@@ -81,7 +79,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if name not in MODELS:
     raise ValueError(f"model.name={name!r}; choose one of {list(MODELS)}")
   _dtype(config)
-  form = config.get("layers", "auto")
+  form = _layers(config)
   if form not in layers.FORMS:
     raise ValueError(f"model.layers={form!r}; choose one of {list(layers.FORMS)}")
   if name == "vt_resnet":
