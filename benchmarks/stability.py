@@ -65,8 +65,11 @@ def losses_over_updates(config, updates: int, fresh: bool) -> list[float]:
 def main(argv):
   del argv
   bench.runtime.setup(sys.argv, malloc=True)
-  config = _CONFIG.value
-  config.batch_size = bench._BATCH.value  # pylint: disable=protected-access
+  try:  # config_flags reports a file it could not load on the config's first use
+    config = _CONFIG.value
+    config.batch_size = bench._BATCH.value  # pylint: disable=protected-access
+  except (OSError, SyntaxError) as e:
+    sys.exit(f"ERROR: --config: {e}")
   size = bench._RESOLUTION.value  # pylint: disable=protected-access
   losses = losses_over_updates(config, _UPDATES.value, _FRESH.value)
   what = "a new random batch each step" if _FRESH.value else "one fixed random batch"
@@ -81,5 +84,17 @@ def main(argv):
                           losses=[x if math.isfinite(x) else None for x in losses])))
 
 
+def parse_flags(argv):
+  """absl parsing; config_flags raises a bare AttributeError/KeyError for an override of a
+  field the config lacks, said here in one line (vt_jax.main's parse_flags does the same for
+  its own --config, which this script cannot import without defining the flag twice)."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    sys.exit(f"ERROR: the config has no field {str(e).strip(chr(34) + chr(39))!r} "
+             f"(overrides given: {overrides})")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Blocks the imports the GPU machine cannot satisfy: `import tensorflow` then raises.
@@ -105,3 +107,16 @@ def test_stability_reports_the_loss_from_the_initial_state_and_overrides_reach_t
   assert losses[-1] < losses[0] - 0.05
   blown = _stability("--updates=4", "--fresh", "--config.schedule.peak_lr=1e30")
   assert blown["fresh"] is True and blown["losses"][2:] == [None, None]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config=configs/no_such.py"], "ERROR: --config:"),
+    (["--config=configs/quickstart.py", "--config.optimizer.nope=1"],
+     "ERROR: the config has no field"),
+])
+def test_stability_names_a_bad_config_in_one_message(args, message):
+  out = subprocess.run([sys.executable, "benchmarks/stability.py", *args],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+  assert message in out.stderr and ("no_such.py" in out.stderr or "nope" in out.stderr)
