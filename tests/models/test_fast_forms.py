@@ -258,6 +258,35 @@ def test_materialized_is_the_identity_and_survives_xla():
   assert "conditional" in grad.lower(w, x).compile().as_text()
 
 
+@pytest.mark.parametrize("n,k,p", [(20, 4, 16), (20, 16, 4), (7, 5, 5)])
+def test_attention_matmul_untransposed_value_and_gradients(n, k, p):
+  # Both branches of its gradient: a narrower than the cotangent (a^T copied, the
+  # projector's attention times values) and wider (g^T copied, its pixels times keys).
+  import re  # pylint: disable=g-import-not-at-top
+  from vt_jax.models import layers  # pylint: disable=g-import-not-at-top
+  jnp = jax.numpy
+  a = jax.random.normal(jax.random.key(0), (2, 3, n, k))
+  b = jax.random.normal(jax.random.key(1), (2, 3, k, p))
+  g = jax.random.normal(jax.random.key(2), (2, 3, n, p))
+  plain = lambda a, b: jnp.einsum("...nk,...kp->...np", a, b)
+  outs = []
+  for f in (plain, layers.matmul_untransposed):
+    out, vjp = jax.vjp(f, a, b)
+    outs.append((out,) + vjp(g))
+  for x, y in zip(*outs):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+  assert layers.attention_matmul(a, b, "flax").shape == (2, 3, n, p)
+  # What it is for: no compiled gradient matmul contracts dimension 2 of a rank-4 left
+  # operand (the pixels, not minor-most), the form XLA:CPU ran through its slow dot loop.
+  # The plain einsum's gradient has one, so this would catch a transpose folded back.
+  def dots(f):
+    grad = jax.jit(jax.grad(lambda a, b: jnp.sum(jnp.sin(f(a, b))), argnums=(0, 1)))
+    text = grad.lower(a, b).compile().as_text()
+    return re.findall(r"dot\(.*?lhs_contracting_dims=\{(\d+)\}", text)
+  assert "2" in dots(plain)
+  assert dots(layers.matmul_untransposed) and "2" not in dots(layers.matmul_untransposed)
+
+
 def test_conv_gradient_adds_no_collective_on_a_data_parallel_mesh():
   # materialized() reads its predicate from the (replicated) kernel: reading the batch-sharded
   # input's first element would add an all-reduce to every convolution's backward.

@@ -7,8 +7,9 @@
              convolution with a kernel gradient that reads its input's buffer),
              norm.BatchNorm (BatchNorm + ReLU with a hand-written gradient),
              max_pool_3x3_s2 (a hand-written gradient), GroupedProjection's
-             grouped_matmul, and the VT projector's query map folded into its keys
-             (vt_jax.models.vt.folded_query_logits).
+             grouped_matmul, the VT projector's query map folded into its keys
+             (vt_jax.models.vt.folded_query_logits) and its attention products with a
+             gradient free of transposed contractions (attention_matmul).
     'auto'   per platform, what was measured faster: 'tuned' on CPU; 'flax' on GPU and TPU,
              where no measurement of the tuned forms exists yet.
 
@@ -404,3 +405,58 @@ def grouped_matmul(x2: jax.Array, w: jax.Array) -> jax.Array:
   return jnp.einsum("gni,gif->gnf", xt, w).transpose(1, 0, 2).reshape(x2.shape[0], -1)
 
 
+
+
+# ---------------------------------------------------------------------------------------
+# Attention products (VT modules): per-head matmuls of a few tokens against every pixel.
+
+def attention_matmul(a: jax.Array, b: jax.Array, form: str = "auto") -> jax.Array:
+  """a @ b over matching leading (batch, head) dims: [..., n, k] x [..., k, p] -> [..., n, p].
+
+  'tuned': matmul_untransposed, the same product with a gradient whose matmuls never
+  contract a transposed operand; 'flax': the einsum as written.
+  """
+  if resolve(form) == "tuned":
+    return matmul_untransposed(a, b)
+  return jnp.einsum("...nk,...kp->...np", a, b)
+
+
+@jax.custom_vjp
+def matmul_untransposed(a: jax.Array, b: jax.Array) -> jax.Array:
+  """jnp.einsum('...nk,...kp->...np', a, b), whose b-gradient transposes a small operand first.
+
+  The gradient with respect to b is a^T g, a contraction over the n pixels of both operands.
+  XLA's CPU backend ran that form of batched matmul ([batch, heads] small matrices, the
+  contracted dimension minor-most in neither) through its generic dot loop, not YNNPACK:
+  VT-R50's projector value gradient (32 x 16 heads of [8 x 196] x [196 x 64], 51 M MACs)
+  took 9.4 ms alone, 2.7 ms with one operand transposed first. Here the smaller of a and g
+  (a pixels x tokens matrix, 8-16 wide) is copied transposed, the copy behind an
+  optimization_barrier so that XLA's simplifier cannot fold the transpose back into the dot
+  (nor the product's own transpose, when g is the one copied), and both gradient matmuls
+  are row-major products. Same MACs, same values. One VT-R50 projector forward + backward:
+  47 -> 40 ms (docs/performance.md). The tokenizers' pooling A^T X has the same form but
+  measured slower this way (28 -> 30 ms per tokenizer), so it stays an einsum.
+  """
+  return jnp.einsum("...nk,...kp->...np", a, b)
+
+
+def _matmul_untransposed_fwd(a, b):
+  return matmul_untransposed(a, b), (a, b)
+
+
+def _transposed_copy(x: jax.Array) -> jax.Array:
+  return jax.lax.optimization_barrier(jnp.swapaxes(x, -1, -2))
+
+
+def _matmul_untransposed_bwd(residuals, g):
+  a, b = residuals
+  da = jnp.einsum("...np,...kp->...nk", g, b)
+  if a.shape[-1] <= g.shape[-1]:  # a^T [..., k, n] is the smaller copy
+    db = jnp.einsum("...kn,...np->...kp", _transposed_copy(a), g)
+  else:  # g^T [..., p, n]: db = (g^T a)^T, the product kept row-major by a barrier too
+    db = _transposed_copy(jax.lax.optimization_barrier(
+        jnp.einsum("...pn,...nk->...pk", _transposed_copy(g), a)))
+  return da, db
+
+
+matmul_untransposed.defvjp(_matmul_untransposed_fwd, _matmul_untransposed_bwd)

@@ -36,7 +36,7 @@ import numpy as np
 
 # The grouped 1x1 maps live with the other layer forms (model.layers); importable from here.
 from vt_jax.models.layers import GroupedProjection, grouped_matmul, projection  # noqa: F401
-from vt_jax.models.layers import kernel_initializer, resolve
+from vt_jax.models.layers import attention_matmul, kernel_initializer, resolve
 
 Dtype = Any
 
@@ -456,7 +456,7 @@ class Projector(nn.Module):
   query_groups: int = 1
   kv_groups: int = 1
   dtype: Dtype = jnp.float32
-  layers: str = "auto"  # form of its grouped maps (vt_jax.models.layers.FORMS)
+  layers: str = "auto"  # form of its grouped maps and attention products (layers.FORMS)
   kernel_init: str = "torch"  # its linear maps' initialiser (vt_jax.models.layers.KERNEL_INITS)
 
   @nn.compact
@@ -471,16 +471,17 @@ class Projector(nn.Module):
                                    name="query").blocks(c)
       x_, w_q, b_q, k = nn.dtypes.promote_dtype(x, w_q, b_q, k, dtype=self.dtype)
       logits = folded_query_logits(x_, w_q, b_q, k, self.heads,
-                                   1 / math.sqrt(c // self.heads))
+                                   1 / math.sqrt(c // self.heads), self.layers)
     else:
       q = split_heads(projection(c, self.query_groups, self.dtype, "query",
                                  field="query_groups", kernel_init=init)(x), self.heads,
                       "projector_heads")
-      logits = jnp.einsum("bhnd,bhld->bhnl", q, split_heads(k, self.heads, "projector_heads"))
+      kh = split_heads(k, self.heads, "projector_heads")
+      logits = attention_matmul(q, jnp.swapaxes(kh, -1, -2), self.layers)  # bhnd,bhld->bhnl
       logits = logits / math.sqrt(c // self.heads)
     w = softmax_f32(logits, axis=-1)  # over tokens
     self.sow("intermediates", "projector_attention", w)
-    return x + merge_heads(jnp.einsum("bhnl,bhld->bhnd", w.astype(v.dtype), v))
+    return x + merge_heads(attention_matmul(w.astype(v.dtype), v, self.layers))  # bhnl,bhld->bhnd
 
   def folds_query(self, channels: int, pixels: int, tokens: int) -> bool:
     """Whether the logits fold W_Q into the keys (folded_query_logits): in the 'tuned' form,
@@ -493,7 +494,7 @@ class Projector(nn.Module):
 
 
 def folded_query_logits(x: jax.Array, w_q: jax.Array, b_q: jax.Array | None, k: jax.Array,
-                        heads: int, scale: float) -> jax.Array:
+                        heads: int, scale: float, form: str = "auto") -> jax.Array:
   """The projector's logits ((x W_Q + b_Q) k^T) * scale per head, with W_Q folded into k.
 
   x [batch, pixels, C]; w_q [groups, C/groups, C/groups] (GroupedProjection.blocks); b_q [C];
@@ -507,13 +508,14 @@ def folded_query_logits(x: jax.Array, w_q: jax.Array, b_q: jax.Array | None, k: 
   C x C/groups plus C x tokens (VT-R50: 8 tokens, 16 groups of 64: 9x fewer), and the
   query map was the slowest part of the VT modules on CPU (docs/performance.md). The
   paper's MACs (what vt_jax.profile counts, on the 'flax' form) include the query map.
+  `form`: that of the pixels-by-keys product (layers.attention_matmul).
   """
   b, n, c = x.shape
   g = w_q.shape[0]
   kg = k.reshape(b, k.shape[1], g, c // g)                           # [B, L, g, C/g]
   m = jnp.einsum("gio,blgo->bgil", w_q, kg * scale)                   # [B, g, C/g, L]
   m = m.reshape(b, heads, c // heads, k.shape[1])                     # groups -> heads
-  logits = jnp.einsum("bhni,bhil->bhnl", split_heads(x, heads, "projector_heads"), m)
+  logits = attention_matmul(split_heads(x, heads, "projector_heads"), m, form)  # bhni,bhil->bhnl
   if b_q is None:
     return logits
   kh = k.reshape(b, k.shape[1], heads, c // heads)
