@@ -78,13 +78,50 @@ def get_builder(name: str, data_dir: str | None):
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ValueError(
         f"config.data.name={name!r} is not a tfds dataset known here: {e}") from e
-  if is_bundled(name) and not builder.is_prepared():
-    _build_bundled(builder, name)
-  elif is_bundled(name) and not has_array_record(builder):
-    logging.info("converting the bundled dataset %r in %s from TFRecord to ArrayRecord "
-                 "(prepared by an earlier vt_jax; once)", name, builder.data_dir)
-    convert_to_array_record(builder)
+  if is_bundled(name) and not (builder.is_prepared() and has_array_record(builder)):
+    with _build_lock(builder, name):
+      # Another process (the other ranks of a multi-process run on this host, or a second
+      # run) may have built it while this one waited: look again under the lock.
+      builder = tfds.builder(name, data_dir=data_dir)
+      if not builder.is_prepared():
+        _build_bundled(builder, name)
+      elif not has_array_record(builder):
+        logging.info("converting the bundled dataset %r in %s from TFRecord to ArrayRecord "
+                     "(prepared by an earlier vt_jax; once)", name, builder.data_dir)
+        convert_to_array_record(builder)
   return builder
+
+
+@contextlib.contextmanager
+def _build_lock(builder, name: str):
+  """Holds an exclusive lock while a bundled dataset is built or converted.
+
+  Why: processes that start together on one host (launch/local_multiprocess.sh, the ranks
+  of a GPU node, two runs) each found the dataset missing and built it; tfds then renames
+  its temporary folder into place and the later process failed with FileExistsError (seen:
+  a 2-process quickstart_seg run aborting on a fresh machine). The lock is a POSIX advisory
+  lock (fcntl.flock, standard library, released by the kernel if the holder dies, so a
+  killed build never leaves a stale lock) on `<dataset folder>/.vt_jax_build.lock`; a
+  data_dir on a remote filesystem (gs://...) has no such lock, and there the first
+  process must build it alone (`python -m vt_jax.data --prepare=NAME`).
+  """
+  folder = os.path.dirname(os.fspath(builder.data_dir))
+  if "://" in folder:
+    yield
+    return
+  import fcntl  # pylint: disable=g-import-not-at-top  # POSIX only; vt_jax runs on Linux/macOS
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, ".vt_jax_build.lock"), "w") as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      logging.info("waiting for another process to finish building the bundled dataset %r "
+                   "in %s", name, folder)
+      fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _build_bundled(builder, name: str) -> None:
