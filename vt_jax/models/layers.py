@@ -433,7 +433,8 @@ def matmul_untransposed(a: jax.Array, b: jax.Array) -> jax.Array:
   (a pixels x tokens matrix, 8-16 wide) is copied transposed, the copy behind an
   optimization_barrier so that XLA's simplifier cannot fold the transpose back into the dot
   (nor the product's own transpose, when g is the one copied), and both gradient matmuls
-  are row-major products. Same MACs, same values. One VT-R50 projector forward + backward:
+  are row-major products. Same MACs and function (the summation order can differ: float32
+  rounding). One VT-R50 projector forward + backward:
   47 -> 40 ms (docs/performance.md). The tokenizers' pooling A^T X has the same form but
   measured slower this way (28 -> 30 ms per tokenizer), so it stays an einsum.
   """
