@@ -100,8 +100,8 @@ def _build_lock(builder, name: str):
   of a GPU node, two runs) each found the dataset missing and built it; tfds then renames
   its temporary folder into place and the later process failed with FileExistsError (seen:
   a 2-process quickstart_seg run aborting on a fresh machine). The lock is a POSIX advisory
-  lock (fcntl.flock, standard library, released by the kernel if the holder dies, so a
-  killed build never leaves a stale lock) on `<dataset folder>/.vt_jax_build.lock`; a
+  lock (fcntl.flock: the standard library's, so no new dependency for ten lines; released
+  by the kernel if the holder dies, so a killed build never leaves a stale lock) on `<dataset folder>/.vt_jax_build.lock`; a
   data_dir on a remote filesystem (gs://...) has no such lock, and there the first
   process must build it alone (`python -m vt_jax.data --prepare=NAME`).
   """

@@ -405,8 +405,6 @@ def grouped_matmul(x2: jax.Array, w: jax.Array) -> jax.Array:
   return jnp.einsum("gni,gif->gnf", xt, w).transpose(1, 0, 2).reshape(x2.shape[0], -1)
 
 
-
-
 # ---------------------------------------------------------------------------------------
 # Attention products (VT modules): per-head matmuls of a few tokens against every pixel.
 
@@ -434,9 +432,9 @@ def matmul_untransposed(a: jax.Array, b: jax.Array) -> jax.Array:
   optimization_barrier so that XLA's simplifier cannot fold the transpose back into the dot
   (nor the product's own transpose, when g is the one copied), and both gradient matmuls
   are row-major products. Same MACs and function (the summation order can differ: float32
-  rounding). One VT-R50 projector forward + backward:
-  47 -> 40 ms (docs/performance.md). The tokenizers' pooling A^T X has the same form but
-  measured slower this way (28 -> 30 ms per tokenizer), so it stays an einsum.
+  rounding). One VT-R50 projector forward + backward: 47 -> 40 ms (docs/performance.md).
+  The tokenizers' pooling A^T X has the same form but measured slower this way (28 -> 30 ms
+  per tokenizer), so it stays an einsum.
   """
   return jnp.einsum("...nk,...kp->...np", a, b)
 
