@@ -13,7 +13,12 @@ For each config (a name in configs/, optionally NAME:ARG) and dtype it prints:
     backward 4), MFU against the peak, compile seconds and XLA's memory estimate
     (arguments + outputs + temporaries of the compiled step), and the process's CPU-seconds
     per step (all threads: on a shared machine a steadier yardstick than wall-clock);
-  * VT vs ResNet of the same depth, same dtype, same run;
+  * VT vs ResNet of the same depth, same dtype, same run; and for a ResNet next to a VT
+    config, the bound on that ratio: the train step of the ResNet without stage 5 (stem,
+    stages 2-4, head: what a VT-ResNet of that depth runs besides its VT modules), timed in
+    turn with the others; ResNet step / that step is the speed-up a VT-ResNet could reach if
+    its VT modules took no time (vt_speedup_bound), and each VT run's ratio is given as a
+    share of it (of_vt_speedup_bound);
   * with --augment_device=POLICY, each config's train step again with the flip and POLICY
     applied in the step (config.data.augment_device; uint8 batch), timed in turn with the
     plain step, and the augmentation's share of the augmented step: from the difference of
@@ -23,22 +28,28 @@ For each config (a name in configs/, optionally NAME:ARG) and dtype it prints:
     its share of the MACs -- where wall-clock goes against where the MACs are (FLOP/s and
     MFU count the paper's MACs, vt_jax.profile's; where the layers perform fewer, a
     'performed' column counts those too); and, for a
-    ResNet run next to a VT config, its stages as one chain with and without stage 5: the
-    speed-up a VT-ResNet of that depth could reach if its VT modules took no time at all.
+    ResNet run next to a VT config, its stages as one chain (forward+backward, no optimizer)
+    with and without stage 5: the same bound from the stages alone (vt_speedup_bound_chain;
+    until 2026-12-01 the JSON's vt_speedup_bound was this figure, which came out higher than
+    the train steps': on one VM the whole chain took 5.71 s where the whole train step took
+    5.43 s).
     On the CPU (with vt_jax's malloc settings) each config's breakdown runs in a fresh child
     process of this script, not after the train steps (why: breakdown_in_child).
 The peak is a measured float32 2048^3 matmul on CPU (best of 10 calls), and the vendor's
 dense bfloat16 figure on a GPU/TPU (or --peak_flops). Ratios measured in one run are what to
 quote: absolute figures move with the machine's load. --json prints one object as the last line:
   {"peak_flops": ..., "runs": [{"model", "dtype", "batch", "resolution", "images_per_sec",
-  "mfu"}, ...]}; with --breakdown, a ResNet's run also carries "vt_speedup_bound" (below);
-  with --notrain_step the object carries "bounds" instead: {"SPEC/DTYPE": ratio}.
+  "mfu"}, ...]}; next to a VT config, a ResNet's run also carries "vt_speedup_bound" and a VT
+  run "of_vt_speedup_bound" (its ratio / that bound); with --breakdown, the ResNet's run also
+  carries "vt_speedup_bound_chain"; with --notrain_step the object carries "bounds" instead
+  (chain bounds): {"SPEC/DTYPE": ratio}.
 Needs no TensorFlow (no data pipeline; batches are synthetic), except --augment_device
 (the policies' tables live in vt_jax.data.augment, which imports it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -48,6 +59,7 @@ import time
 
 from absl import app
 from absl import flags
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -93,8 +105,9 @@ _LAYERS = flags.DEFINE_enum("layers", None, ["auto", "tuned", "flax"], "model.la
 _FRESH = flags.DEFINE_bool("breakdown_in_child", True, "on the CPU with vt_jax's malloc "
                            "settings, time each config's breakdown in a fresh child process "
                            "(see breakdown_in_child()); --nobreakdown_in_child: in this one")
-_BOUND = flags.DEFINE_bool("speedup_bound", None, "time a ResNet's vt_speedup_bound (default: "
-                           "when --configs also names a VT config)")
+_BOUND = flags.DEFINE_bool("speedup_bound", None, "time a ResNet's vt_speedup_bound (its train "
+                           "step without stage 5; with --breakdown also the chain bound) "
+                           "(default: when --configs also names a VT config)")
 
 # Dense bfloat16 FLOP/s per chip (vendor figures), for MFU off CPU; matched on device_kind.
 NOMINAL_PEAK = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12,
@@ -168,17 +181,41 @@ def _device_augments(config) -> bool:
   return bool(config.data.get("augment_device", False))
 
 
-def prepare_step(config, warm_up: bool = True) -> dict:
+class WithoutStage5(resnet.ResNet):
+  """A ResNet's stem, stages 2-4 and head, without stage 5 (the head pools stage 4's map).
+
+  What a VT-ResNet of the same depth computes besides its VT modules: its train step is a
+  VT-ResNet's step with VT modules that take no time, so ResNet step / this step bounds the
+  VT-ResNet's speed-up over the ResNet (vt_speedup_bound).
+  """
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    x = self.backbone(last_stage=4)(images, train)
+    return self.head()(x.mean(axis=(1, 2)), train)
+
+
+def without_stage5(config) -> WithoutStage5:
+  """WithoutStage5 with every field of the ResNet that `config` (a resnet config) builds."""
+  model = models.create_model(config.model)
+  return WithoutStage5(**{f.name: getattr(model, f.name)
+                          for f in dataclasses.fields(resnet.Classifier)
+                          if f.init and f.name not in ("parent", "name")})
+
+
+def prepare_step(config, warm_up: bool = True, model=None) -> dict:
   """The real train step compiled for one synthetic batch, its state and the batch.
 
   `start` is the state after one warm-up step, or with warm_up=False the initial state.
+  `model`: a flax module to train instead of the one config.model describes (with config's
+  recipe).
   """
   size, batch = _RESOLUTION.value, _BATCH.value
   mesh = sharding_lib.make_mesh(config.mesh)
   if batch % mesh.shape[sharding_lib.DATA]:
     raise app.UsageError(f"--batch={batch} must be divisible by the mesh's data axis "
                          f"({mesh.shape[sharding_lib.DATA]} devices)")
-  model = models.create_model(config.model)
+  model = model if model is not None else models.create_model(config.model)
   tx = optim.make_optimizer(config, 1000)
   init, shardings, _ = state_lib.sharded_init(model, tx, (size, size, 3), mesh,
                                               config.mesh.rules)
@@ -256,14 +293,16 @@ def step_figures(prepared: dict) -> dict:
               cpu_s=statistics.median(prepared["cpu"]))
 
 
-def bench_steps(configs: list, steps: int) -> list[dict]:
-  """Figures of each config's train step. With --interleave, every config is compiled first
-  and their steps are then timed in turn (A B C A B C ...), so that a change of the machine's
-  load during the run hits every config alike and the ratios stay comparable."""
+def bench_steps(configs: list, steps: int, models_: list | None = None) -> list[dict]:
+  """Figures of each config's train step (of models_[i] instead of the config's model where
+  given). With --interleave, every config is compiled first and their steps are then timed in
+  turn (A B C A B C ...), so that a change of the machine's load during the run hits every
+  config alike and the ratios stay comparable."""
+  models_ = models_ or [None] * len(configs)
   if not _INTERLEAVE.value:
     results = []
-    for config in configs:
-      prepared = prepare_step(config)
+    for config, model in zip(configs, models_):
+      prepared = prepare_step(config, model=model)
       for _ in range(steps):
         time_step(prepared)
       alone = (augment_alone_s(config, prepared["data"], max(steps, 3))
@@ -271,7 +310,7 @@ def bench_steps(configs: list, steps: int) -> list[dict]:
       results.append(dict(step_figures(prepared), augment_alone_s=alone))
       del prepared
     return results
-  prepared = [prepare_step(config) for config in configs]
+  prepared = [prepare_step(c, model=m) for c, m in zip(configs, models_)]
   for _ in range(steps):
     for p in prepared:
       time_step(p)
@@ -417,14 +456,16 @@ def breakdown_in_child(spec: str, dtype: str, peak: float, bound: bool) -> float
 
 
 def bound_ratio(times: dict) -> float:
-  """whole / without stage 5, rounded as the JSON's vt_speedup_bound (and the printed line)."""
+  """whole / without stage 5, rounded as the JSON's vt_speedup_bound_chain (and the printed
+  line)."""
   return round(times["whole"] / times["without_stage5"], 3)
 
 
 def print_bound(spec: str, times: dict) -> None:
   print(f"  {spec}: stages + head forward+backward as one jit {times['whole']:.3f} s, without "
-        f"stage 5 {times['without_stage5']:.3f} s -> a VT model sharing stages 1-4 is at most "
-        f"{bound_ratio(times):.2f}x faster, even with VT modules that take no time", flush=True)
+        f"stage 5 {times['without_stage5']:.3f} s -> {bound_ratio(times):.2f}x "
+        f"(vt_speedup_bound_chain; the train steps' vt_speedup_bound is the one to quote)",
+        flush=True)
 
 
 def print_breakdown(spec: str, dtype: str, prof: dict, rows: list[dict], peak: float,
@@ -458,6 +499,34 @@ def performed_macs(model) -> dict[str, int]:
   return profile.count_macs(model, variables, _RESOLUTION.value)
 
 
+def wants_bound(config) -> bool:
+  """Whether a config's run gets the VT speed-up bound: a ResNet, by default when --configs
+  also names a VT config."""
+  return config.model.name == "resnet" and (
+      _BOUND.value if _BOUND.value is not None
+      else any(c.startswith("vt_") for c in _CONFIGS.value))
+
+
+def base_run(runs: list[dict], spec: str, dtype: str) -> dict | None:
+  """The ResNet run (same dtype) a VT config's run is compared with: vt_rN -> resnetN."""
+  return next((x for x in runs if x["dtype"] == dtype and
+               x["model"] == spec.replace("vt_r", "resnet") != spec), None)
+
+
+def print_step_bound(run: dict, step_s: float, without_s: float, runs: list[dict]) -> None:
+  """The bound from the train steps, and where each VT run of that depth stands against it."""
+  print(f"  {run['model']} without stage 5 (stem, stages 2-4, head), its train step timed in "
+        f"turn: {without_s:.3f} s against {step_s:.3f} s\n    -> a VT model sharing stages 1-4 "
+        f"is at most {run['vt_speedup_bound']:.2f}x faster, even with VT modules that take no "
+        f"time", flush=True)
+  for vt in runs:
+    if base_run(runs, vt["model"], vt["dtype"]) is run:
+      ratio = vt["images_per_sec"] / run["images_per_sec"]
+      vt["of_vt_speedup_bound"] = round(ratio / run["vt_speedup_bound"], 3)
+      print(f"    {vt['model']}: {ratio:.2f}x {run['model']} = "
+            f"{vt['of_vt_speedup_bound']:.2f} of that bound", flush=True)
+
+
 def main(argv):
   del argv
   steps = 3 if _QUICK.value else _STEPS.value
@@ -482,19 +551,28 @@ def main(argv):
     profs = [profile.profile(config.model, _RESOLUTION.value) for config in configs]
     augmenting = _TRAIN_STEP.value and _AUGMENT.value != "none"
     extra = [with_device_augment(c, _AUGMENT.value) for c in configs] if augmenting else []
-    results = bench_steps(configs + extra, steps) if _TRAIN_STEP.value else []
-    results, augmented = results[:len(configs)], results[len(configs):]
+    bounded = [i for i, c in enumerate(configs) if wants_bound(c)] if _TRAIN_STEP.value else []
+    results = bench_steps(
+        configs + extra + [configs[i] for i in bounded], steps,
+        [None] * (len(configs) + len(extra)) + [without_stage5(configs[i]) for i in bounded]
+    ) if _TRAIN_STEP.value else []
+    results, augmented, stripped = (results[:len(configs)],
+                                    results[len(configs):len(configs) + len(extra)],
+                                    results[len(configs) + len(extra):])
     for spec, prof, r in zip(_CONFIGS.value, profs, results):
       flops = 6 * prof["macs"] * r["images_per_sec"]
       run = dict(model=spec, dtype=dtype, batch=_BATCH.value, resolution=_RESOLUTION.value,
                  images_per_sec=round(r["images_per_sec"], 3), mfu=round(flops / peak, 4))
-      base = next((x for x in runs if x["dtype"] == dtype and
-                   x["model"] == spec.replace("vt_r", "resnet")), None)
+      base = base_run(runs, spec, dtype)
       ratio = f"{run['images_per_sec'] / base['images_per_sec']:.2f}x" if base else ""
       print(f"{spec:<12} {dtype:<9} {r['images_per_sec']:>9.2f} {flops / 1e9:>9.1f} "
             f"{flops / peak:>6.1%} {r['compile_s']:>9.1f} {r['memory_bytes'] / 2**20:>8.0f} "
             f"{ratio:>9} {r['cpu_s']:>10.2f}", flush=True)
       runs.append(run)
+    for i, r in zip(bounded, stripped):
+      run = next(x for x in runs if x["model"] == _CONFIGS.value[i] and x["dtype"] == dtype)
+      run["vt_speedup_bound"] = round(results[i]["step_s"] / r["step_s"], 3)
+      print_step_bound(run, results[i]["step_s"], r["step_s"], runs)
     if augmenting:
       shares = print_augment_shares(_CONFIGS.value, results, augmented,
                                     [a["augment_alone_s"] for a in augmented])
@@ -502,17 +580,14 @@ def main(argv):
         run["augment_device"] = share
     if _BREAKDOWN.value:
       for spec, config, prof in zip(_CONFIGS.value, configs, profs):
-        wants_bound = config.model.name == "resnet" and (
-            _BOUND.value if _BOUND.value is not None
-            else any(c.startswith("vt_") for c in _CONFIGS.value))
         if _FRESH.value and not not_applied and dev.platform == "cpu":
-          ratio = breakdown_in_child(spec, dtype, peak, wants_bound)
+          ratio = breakdown_in_child(spec, dtype, peak, wants_bound(config))
         else:
           model = models.create_model(config.model)
           print_breakdown(spec, dtype, prof, breakdown(model, config, calls), peak,
                           performed_macs(model))
           ratio = None
-          if wants_bound:
+          if wants_bound(config):
             bound = stage5_free_bound(model, config, calls)
             print_bound(spec, bound)
             ratio = bound_ratio(bound)
@@ -520,7 +595,7 @@ def main(argv):
           bounds[f"{spec}/{dtype}"] = ratio
           for run in runs:
             if run["model"] == spec and run["dtype"] == dtype:
-              run["vt_speedup_bound"] = ratio
+              run["vt_speedup_bound_chain"] = ratio
   if _JSON.value:
     # --notrain_step (a breakdown_in_child() child): the bounds instead of the runs' field.
     extra = {} if _TRAIN_STEP.value else {"bounds": bounds}

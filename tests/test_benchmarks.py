@@ -49,7 +49,8 @@ def test_train_step_benchmark_runs_without_tensorflow():
 
 
 def test_vt_speedup_bound_is_reported_next_to_a_vt_config():
-  """ResNet-18 next to VT-R18: its chain with and without stage 5 bounds VT-R18's speed-up."""
+  """ResNet-18 next to VT-R18: its train step without stage 5 bounds VT-R18's speed-up, VT-R18's
+  ratio is given as a share of it, and the breakdown's chain gives the stage-alone bound."""
   out = subprocess.run(
       [sys.executable, "benchmarks/train_step.py", "--configs=resnet18,vt_r18",
        "--resolution=32", "--batch=8", "--steps=1", "--quick", "--json"],
@@ -58,11 +59,44 @@ def test_vt_speedup_bound_is_reported_next_to_a_vt_config():
   assert out.returncode == 0, out.stderr[-3000:]
   lines = out.stdout.strip().splitlines()
   runs = {r["model"]: r for r in json.loads(lines[-1])["runs"]}
-  bound = runs["resnet18"]["vt_speedup_bound"]
-  assert bound > 1.0  # removing stage 5 removes work
-  assert "vt_speedup_bound" not in runs["vt_r18"]
-  (line,) = [l for l in lines if "even with VT modules that take no time" in l]
-  assert f"{bound:.2f}x" in line
+  bound, chain = runs["resnet18"]["vt_speedup_bound"], runs["resnet18"]["vt_speedup_bound_chain"]
+  assert bound > 1.0 and chain > 1.0  # removing stage 5 removes work
+  assert "vt_speedup_bound" not in runs["vt_r18"] and "of_vt_speedup_bound" not in runs["resnet18"]
+  ratio = runs["vt_r18"]["images_per_sec"] / runs["resnet18"]["images_per_sec"]
+  assert runs["vt_r18"]["of_vt_speedup_bound"] == pytest.approx(ratio / bound, abs=2e-3)
+  (i,) = [i for i, l in enumerate(lines) if "even with VT modules that take no time" in l]
+  assert lines[i - 1].strip().startswith("resnet18 without stage 5") and f"{bound:.2f}x" in lines[i]
+  (line,) = [l for l in lines if l.strip().startswith("vt_r18:") and "of that bound" in l]
+  assert f"{runs['vt_r18']['of_vt_speedup_bound']:.2f} of that bound" in line
+  (line,) = [l for l in lines if "(vt_speedup_bound_chain;" in l]
+  assert f"{chain:.2f}x" in line
+
+
+def test_train_step_without_stage5_is_the_resnet_minus_its_last_stage():
+  """The bound's model: the ResNet's fields, its parameters except stage 5's (same shapes),
+  and a head on stage 4's channels."""
+  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+  try:
+    import train_step  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.pop(0)
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from vt_jax import models  # pylint: disable=import-outside-toplevel
+  from vt_jax.config_lib import files  # pylint: disable=import-outside-toplevel
+
+  config = files.load(os.path.join(ROOT, "configs", "resnet18.py"))
+  config.model.num_classes, config.model.layers = 10, "tuned"
+  full, stripped = models.create_model(config.model), train_step.without_stage5(config)
+  assert (stripped.depth, stripped.layers, stripped.num_classes) == (18, "tuned", 10)
+  x = jnp.ones((2, 64, 64, 3))
+  full_v = jax.eval_shape(lambda: full.init(jax.random.key(0), x, False))["params"]
+  params = jax.eval_shape(lambda: stripped.init(jax.random.key(0), x, False))["params"]
+  full_v["backbone"].pop("stage5")
+  shapes = lambda tree: jax.tree_util.tree_map(lambda a: a.shape, tree)  # noqa: E731
+  assert shapes(params["backbone"]) == shapes(full_v["backbone"])
+  assert params["head"]["fc"]["kernel"].shape == (256, 10)
+  assert stripped.apply(stripped.init(jax.random.key(0), x, False), x, False).shape == (2, 10)
 
 
 def test_op_profile_attributes_the_step_to_model_parts():
