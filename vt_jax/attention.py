@@ -205,13 +205,15 @@ def init_entropy(model_config, resolution=224, seeds=(0, 1), batch: int = 2) -> 
                      "at initialisation needs a VT model (vt_resnet or vt_fpn)")
   h, w = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
   model = models.create_model(model_config)
+  # Jitted once, called per seed (a jit made inside the loop would compile again each time).
+  init = jax.jit(lambda k, x: model.init(k, x, train=False))
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=True,
+                                           mutable=["batch_stats", "intermediates"]))
   result: dict = {}
   for seed in seeds:
     key_init, key_x = jax.random.split(jax.random.PRNGKey(seed))
     x = jax.random.normal(key_x, (batch, h, w, 3))
-    variables = jax.jit(lambda k, x: model.init(k, x, train=False))(key_init, x)
-    _, state = jax.jit(lambda v, x: model.apply(
-        v, x, train=True, mutable=["batch_stats", "intermediates"]))(variables, x)
+    _, state = apply(init(key_init, x), x)
     for m in token_maps(state["intermediates"], (h, w), model_config.vt.tokens):
       ent = entropy(m.spatial).mean(axis=0)  # [tokens'] over images
       entry = result.setdefault(m.name, dict(uniform_entropy=math.log(m.shape[0] * m.shape[1]),
