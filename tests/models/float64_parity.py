@@ -29,8 +29,9 @@ def main(name: str, depth: int, recurrent_logits: str) -> None:
     if name == "vt_resnet":
       config.vt.recurrent_logits = recurrent_logits
     model = models.create_model(config)
-    variables = jax.tree.map(lambda a: a.astype(jnp.float64),
-                             jax.jit(model.init)(jax.random.key(1), x))
+    # Initialised eagerly: the second form reuses the first's compiled initializers (a
+    # jitted init compiles every parameter's draw anew per form).
+    variables = jax.tree.map(lambda a: a.astype(jnp.float64), model.init(jax.random.key(1), x))
 
     def loss(params, m=model, stats=variables["batch_stats"]):
       logits, _ = m.apply({"params": params, "batch_stats": stats}, x, train=True,
