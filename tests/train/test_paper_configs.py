@@ -19,10 +19,16 @@ from vt_jax.train import loop
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  """One build of vt_jax_synthetic/clean for both parametrizations (read-only after it)."""
+  return str(tmp_path_factory.mktemp("data"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("augment_device", [False, True])
 def test_vt_r18_advanced_recipe_trains_and_evaluates_through_imagenet_preprocessing(
-    tmp_path, augment_device):
+    tmp_path, data_dir, augment_device):
   """augment_device=True: the host sends uint8 crops and the train step flips and applies
   AutoAugment on the device (vt_jax.data.augment_device)."""
   config = config_files.load(os.path.join(ROOT, "configs", "vt_r18.py:recipe=advanced"))
@@ -39,7 +45,7 @@ def test_vt_r18_advanced_recipe_trains_and_evaluates_through_imagenet_preprocess
   config.data.augment_device = augment_device
   assert config.data.preprocess == "imagenet"  # Inception crop + flip / resize + centre crop
   config.data.update(name="vt_jax_synthetic/clean", train_split="train", eval_split="test",
-                     data_dir=str(tmp_path / "data"))
+                     data_dir=data_dir)
   workdir = tmp_path / "run"
   result = loop.train_and_evaluate(config, str(workdir))
   records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]

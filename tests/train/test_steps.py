@@ -17,20 +17,23 @@ def _config(**overrides):
   return train_fakes.tiny_config(**overrides)
 
 
-def _run(config, devices, num_steps, batches):
-  """Returns (losses, final state) of `num_steps` train steps on `devices`."""
+def _run(config, devices, num_steps, batches, initial=False):
+  """Returns (losses, final state) of `num_steps` train steps on `devices`; with
+  initial=True also the initial state (fetched to the host: the step donates its input)."""
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   model = models.create_model(config.model)
   tx = optim.make_optimizer(config, 4)
   init, shardings, _ = state_lib.sharded_init(model, tx, (16, 16, 3), mesh, config.mesh.rules)
   state = init(jax.random.PRNGKey(0))
+  start = jax.device_get(state) if initial else None
   step = steps_lib.make_train_step(model, tx, config, 4, mesh, shardings)
   losses = []
   for i in range(num_steps):
     batch = jax.device_put(batches[i % len(batches)], sharding_lib.batch_sharding(mesh))
     state, metrics = step(state, batch)
     losses.append(metrics["loss"])
-  return np.array(jax.device_get(losses)), state
+  losses = np.array(jax.device_get(losses))
+  return (losses, state, start) if initial else (losses, state)
 
 
 def _batches(n):
@@ -98,8 +101,8 @@ def test_ema_tracks_params_and_batch_stats_with_the_configured_decay():
   decay = 0.75
   batches = _batches(1)
   config = _config(ema_decay=decay)
-  _, state0 = _run(config, jax.devices()[:1], 0, batches)
-  _, state1 = _run(config, jax.devices()[:1], 1, batches)
+  # One init and one step: the initial state and the state after the step.
+  _, state1, state0 = _run(config, jax.devices()[:1], 1, batches, initial=True)
   for ema_key, new_key in (("ema_params", "params"), ("ema_batch_stats", "batch_stats")):
     expected = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p,
                             getattr(state0, ema_key), getattr(state1, new_key))
