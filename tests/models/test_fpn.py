@@ -1,5 +1,7 @@
 """FPN / VT-FPN: shapes at any input size, costs on Tables 9-10, traced == analytic."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +19,21 @@ def _tiny(name, **kw):
     return model_configs.fpn(18, 11, **small)
   return model_configs.vt_fpn(18, 11, **small, vt=dict(tokens=4, token_channels=32, heads=4,
                                                        projector_heads=4))
+
+
+@functools.lru_cache(maxsize=None)
+def _variables(name, top_down=True, **kw):
+  """_tiny(name, **kw)'s variables from a jitted init on a (1, 32, 32, 3) zero batch (key 0).
+
+  Compiling that init (the random initialisers) takes ~30 s on 2 CPU cores, so each
+  configuration is initialised once per test process and shared by the tests below. The
+  values do not depend on the init batch: the parameters have no input-size dependence and
+  BatchNorm statistics start at their initial values whatever the batch.
+  """
+  cfg = _tiny(name, **kw)
+  if not top_down:
+    cfg.vt.top_down = False
+  return jax.jit(models.create_model(cfg).init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
 
 
 @pytest.mark.parametrize("name", ["fpn", "vt_fpn"])
@@ -37,7 +54,7 @@ def test_paper_size_models_give_logits_at_473x473(name):
 def test_small_variants_run_at_odd_sizes_and_depend_on_the_image(name, hw):
   model = models.create_model(_tiny(name))
   x = jax.random.normal(jax.random.key(1), (2, *hw, 3))
-  variables = jax.jit(model.init)(jax.random.key(0), x)
+  variables = _variables(name)  # initialised at 32x32: no parameter depends on the size
   apply = jax.jit(model.apply)
   out = apply(variables, x)
   assert out.shape == (2, *hw, 11)
@@ -114,12 +131,11 @@ def test_profile_cli_takes_height_x_width_and_reports_the_fpn_stage():
   assert bad.returncode != 0 and "--resolution='48y80'" in bad.stderr
 
 
-def _neck_outputs(cfg, x):
-  model = models.create_model(cfg)
-  variables = jax.jit(model.init)(jax.random.key(0), x)
-  _, state = model.apply(variables, x, mutable=["intermediates"], capture_intermediates=(
-      lambda mdl, _: mdl.name == "fpn"))
-  return variables, state["intermediates"]["fpn"]["__call__"][0]
+def _neck_outputs(cfg, variables, x):
+  _, state = models.create_model(cfg).apply(
+      variables, x, mutable=["intermediates"],
+      capture_intermediates=lambda mdl, _: mdl.name == "fpn")
+  return state["intermediates"]["fpn"]["__call__"][0]
 
 
 def test_top_down_path_adds_the_coarser_level_and_costs_nothing():
@@ -127,8 +143,9 @@ def test_top_down_path_adds_the_coarser_level_and_costs_nothing():
   plain, td = _tiny("vt_fpn"), _tiny("vt_fpn")
   plain.vt.top_down = False
   assert td.vt.top_down  # the default
-  v_plain, out_plain = _neck_outputs(plain, x)
-  v_td, out_td = _neck_outputs(td, x)
+  # Two separate inits (of each configuration, as configured): the path must not move them.
+  v_plain, v_td = _variables("vt_fpn", top_down=False), _variables("vt_fpn")
+  out_plain, out_td = _neck_outputs(plain, v_plain, x), _neck_outputs(td, v_td, x)
   # Same parameters (the path has none), and each level is its projection plus the next
   # coarser level's output upsampled by nearest neighbour, coarsest first.
   chex_equal = jax.tree_util.tree_map(np.array_equal, v_plain, v_td)
@@ -148,8 +165,7 @@ def test_zero_init_value_starts_vt_fpn_as_laterals():
   cfg = _tiny("vt_fpn")
   assert cfg.vt.zero_init_value  # the default
   cfg.vt.top_down = False  # the levels alone
-  model = models.create_model(cfg)
-  variables = jax.jit(model.init)(jax.random.key(0), x)
+  variables = _variables("vt_fpn", top_down=False)  # cfg's init
   _, feats = models.create_model(cfg).apply(
       variables, x, mutable=["intermediates"],
       capture_intermediates=lambda mdl, _: mdl.name in ("fpn", "backbone"))
@@ -165,10 +181,7 @@ def test_zero_init_value_starts_vt_fpn_as_laterals():
 
 @pytest.mark.parametrize("name", ["fpn", "vt_fpn"])
 def test_detectron2_init_scheme(name):
-  cfg = _tiny(name, init_scheme="detectron2")
-  model = models.create_model(cfg)
-  x = jnp.zeros((1, 32, 32, 3))
-  params = jax.jit(model.init)(jax.random.key(0), x)["params"]
+  params = _variables(name, init_scheme="detectron2")["params"]  # a (1, 32, 32, 3) init
   # c2_xavier_fill: uniform, variance 1/fan_in -> bound sqrt(3 / fan_in).
   lateral = (params["fpn"]["lateral2"]["kernel"] if name == "fpn"
              else params["fpn"]["projector2"]["query"]["kernel"])
@@ -177,7 +190,7 @@ def test_detectron2_init_scheme(name):
   # c2_msra_fill predictor: He normal over the fan-out (11 classes x 1x1).
   pred = np.asarray(params["head"]["predictor"]["kernel"])
   assert pred.std() == pytest.approx(np.sqrt(2.0 / 11), rel=0.15)
-  default = jax.jit(models.create_model(_tiny(name)).init)(jax.random.key(0), x)["params"]
+  default = _variables(name)["params"]
   # The first form: LeCun normal predictor (variance 1/fan_in, 16 channels).
   assert np.asarray(default["head"]["predictor"]["kernel"]).std() == pytest.approx(
       np.sqrt(1.0 / 16), rel=0.15)

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,14 +27,27 @@ def _env():
   return env
 
 
+# The quickstart's flags for the 2x1 run below and the data-order test's other runs.
+QUICKSTART = ["--config=configs/quickstart.py", "--config.log_every_steps=2",
+              "--config.checkpoint.async_save=False"]
+
+
+@pytest.fixture(scope="module")
+def two_process_quickstart(tmp_path_factory):
+  """The quickstart for 24 steps as 2 processes x 1 device (a checkpoint at steps 12 and 24):
+  -> (workdir, flags, launcher's CompletedProcess). Two tests read this one run, so a test
+  process pays for it once (two pytest-xdist workers that each get one of them: twice)."""
+  workdir = tmp_path_factory.mktemp("two_process") / "run"
+  flags = [f"--workdir={workdir}", *QUICKSTART, "--config.num_train_steps=24",
+           "--config.checkpoint.every_steps=12"]
+  proc = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", *flags], cwd=ROOT,
+                        env=_env(), capture_output=True, text=True, timeout=900)
+  return workdir, flags, proc
+
+
 @pytest.mark.slow
-def test_two_process_run_matches_single_process_eval_of_its_checkpoint(tmp_path):
-  workdir = tmp_path / "mp"
-  env = _env()
-  flags = [f"--workdir={workdir}", "--config=configs/quickstart.py",
-           "--config.num_train_steps=4", "--config.log_every_steps=2", "--config.batch_size=32"]
-  proc = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", *flags], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+def test_two_process_run_matches_single_process_eval_of_its_checkpoint(two_process_quickstart):
+  workdir, flags, proc = two_process_quickstart
   logdir = workdir / "launch_logs"  # under the workdir, not the repository
   logs = {p: (logdir / p).read_text()[-2000:] for p in os.listdir(logdir) if p.endswith(".log")}
   assert proc.returncode == 0, logs
@@ -43,7 +57,8 @@ def test_two_process_run_matches_single_process_eval_of_its_checkpoint(tmp_path)
   assert all("exit 0 (finished): FINAL {" in l for l in summary), proc.stdout
   records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   # Only process 0 writes: each event appears once.
-  assert [(r["step"], r["split"]) for r in records] == [(2, "train"), (4, "train"), (4, "eval")]
+  assert [(r["step"], r["split"]) for r in records] == [
+      *((step, "train") for step in range(2, 25, 2)), (24, "eval")]
   distributed_eval = records[-1]
   # Process 1 really took part: it trained to the end and computed the same eval.
   p1_final = [l for l in logs["process_1.log"].splitlines() if l.startswith("FINAL ")]
@@ -56,17 +71,57 @@ def test_two_process_run_matches_single_process_eval_of_its_checkpoint(tmp_path)
   assert single.returncode == 0, single.stderr[-3000:]
   lines = [l for l in single.stdout.splitlines() if l.startswith("EVAL ")]
   final = json.loads(lines[-1][len("EVAL "):])
-  assert final["step"] == 4
+  assert final["step"] == 24
   assert final["top1"] == pytest.approx(distributed_eval["top1"], abs=1e-9)
   assert final["loss"] == pytest.approx(distributed_eval["loss"], rel=1e-5)
+
+
+def _train_loss_at(workdir, step):
+  records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  return [r for r in records if r["split"] == "train" and r["step"] == step][-1]["loss"]
+
+
+def _one_process(flags, devices):
+  env = dict(os.environ, PYTHONPATH=ROOT,
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  proc = subprocess.run([sys.executable, "-m", "vt_jax.main", *flags], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_one_data_order_on_every_topology_and_across_a_resize(tmp_path, two_process_quickstart):
+  """The quickstart for 24 steps as 1 process x 2 devices and as 2 processes x 1 device (the
+  fixture's run), and that 2x1 run's step-12 checkpoint resumed as 1x2 to step 24: the same
+  examples in the same rows, so the same step-12 and step-24 train losses (up to float32
+  reduction order). 24 steps cross the first epoch's end (1437 examples, 64 a step)."""
+  two_x_one, flags, proc = two_process_quickstart
+  assert proc.returncode == 0, proc.stdout[-3000:]
+  _one_process([f"--workdir={tmp_path / 'a'}", *QUICKSTART, "--config.num_train_steps=24"], 2)
+  # The 2x1 run as if stopped at step 12: its workdir without the step-24 checkpoint, its
+  # metrics up to step 12. Resumed with the 2x1 run's own flags, only the topology changes.
+  resized = tmp_path / "c"
+  shutil.copytree(two_x_one, resized, ignore=lambda d, names: [
+      n for n in names if n in ("24", "launch_logs") or n.startswith("eval_step_")])
+  assert sorted(os.listdir(resized / "checkpoints")) == ["12"]
+  records = [json.loads(line) for line in open(two_x_one / "metrics.jsonl")]
+  with open(resized / "metrics.jsonl", "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records if r["step"] <= 12)
+  _one_process([f"--workdir={resized}" if f.startswith("--workdir=") else f for f in flags], 2)
+  reference = _train_loss_at(tmp_path / "a", 24)
+  assert _train_loss_at(two_x_one, 24) == pytest.approx(reference, rel=2e-4)
+  assert _train_loss_at(resized, 24) == pytest.approx(reference, rel=2e-4)
+  assert _train_loss_at(resized, 12) == pytest.approx(_train_loss_at(tmp_path / "a", 12),
+                                                      rel=2e-4)
 
 
 @pytest.mark.slow
 def test_a_killed_process_stops_the_other_within_30s_naming_it(tmp_path):
   workdir = tmp_path / "lost"
-  flags = [f"--workdir={workdir}", "--config=configs/quickstart.py:width=4",
-           "--config.num_train_steps=1000", "--config.log_every_steps=1",
-           "--config.batch_size=32"]
+  # The fixture's model, batch and recipe (so the same compiled init and train step: from
+  # the persistent compilation cache when the fixture ran first); steps and logging differ.
+  flags = [f"--workdir={workdir}", "--config=configs/quickstart.py",
+           "--config.num_train_steps=1000", "--config.log_every_steps=1"]
   launcher = subprocess.Popen(["bash", "launch/local_multiprocess.sh", "2", *flags], cwd=ROOT,
                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
@@ -118,40 +173,3 @@ def test_segmentation_miou_over_two_processes_equals_one_process(tmp_path):
       assert final[key] == pytest.approx(value, abs=1e-12), key
   assert {k for k in final if k.startswith("iou/")} == {
       k for k in distributed if k.startswith("iou/")}
-
-
-def _train_loss_at(workdir, step):
-  records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
-  return [r for r in records if r["split"] == "train" and r["step"] == step][-1]["loss"]
-
-
-def _one_process(flags, devices):
-  env = dict(os.environ, PYTHONPATH=ROOT,
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  proc = subprocess.run([sys.executable, "-m", "vt_jax.main", *flags], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-
-
-def _two_processes(flags):
-  proc = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", *flags], cwd=ROOT,
-                        env=_env(), capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stdout[-3000:]
-
-
-@pytest.mark.slow
-def test_one_data_order_on_every_topology_and_across_a_resize(tmp_path):
-  """The quickstart for 24 steps as 1 process x 2 devices, as 2 processes x 1 device, and
-  as 2x1 stopped at step 12 then resumed as 1x2: the same examples in the same rows, so the
-  same step-24 train loss (up to float32 reduction order)."""
-  common = ["--config=configs/quickstart.py", "--config.log_every_steps=2",
-            "--config.checkpoint.async_save=False"]
-  _one_process([f"--workdir={tmp_path / 'a'}", *common, "--config.num_train_steps=24"], 2)
-  _two_processes([f"--workdir={tmp_path / 'b'}", *common, "--config.num_train_steps=24"])
-  _two_processes([f"--workdir={tmp_path / 'c'}", *common, "--config.num_train_steps=12"])
-  _one_process([f"--workdir={tmp_path / 'c'}", *common, "--config.num_train_steps=24"], 2)
-  reference = _train_loss_at(tmp_path / "a", 24)
-  assert _train_loss_at(tmp_path / "b", 24) == pytest.approx(reference, rel=2e-4)
-  assert _train_loss_at(tmp_path / "c", 24) == pytest.approx(reference, rel=2e-4)
-  assert _train_loss_at(tmp_path / "c", 12) == pytest.approx(_train_loss_at(tmp_path / "a", 12),
-                                                             rel=2e-4)
