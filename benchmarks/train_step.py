@@ -30,9 +30,9 @@ For each config (a name in configs/, optionally NAME:ARG) and dtype it prints:
     'performed' column counts those too); and, for a
     ResNet run next to a VT config, its stages as one chain (forward+backward, no optimizer)
     with and without stage 5: the same bound from the stages alone (vt_speedup_bound_chain;
-    until 2026-12-01 the JSON's vt_speedup_bound was this figure, which came out higher than
-    the train steps': on one VM the whole chain took 5.71 s where the whole train step took
-    5.43 s).
+    until 2026-12-01 the JSON's vt_speedup_bound was this figure; the chain takes longer
+    than the whole train step (6.00 s against 5.52 s for ResNet-50 on one VM), though its
+    ratio came within 0.5% of the train steps' in the run that timed both).
     On the CPU (with vt_jax's malloc settings) each config's breakdown runs in a fresh child
     process of this script, not after the train steps (why: breakdown_in_child).
 The peak is a measured float32 2048^3 matmul on CPU (best of 10 calls), and the vendor's

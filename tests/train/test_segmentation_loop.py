@@ -11,19 +11,14 @@ from tests.train import test_init_from
 from vt_jax import models
 from vt_jax.config_lib import files as config_files
 from vt_jax.config_lib import models as model_configs
-from vt_jax.config_lib import recipes
-from vt_jax.train import checkpoint as ckpt_lib
 from vt_jax.train import loop
 from vt_jax.train import optim
-from vt_jax.train import run_config
 from vt_jax.train import sharding as sharding_lib
 from vt_jax.train import state as state_lib
 from vt_jax.train import steps as steps_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart_seg.py")
-# For the jitted inits these tests only start from (random initialisers are slow to compile).
-INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
 def _blocks_batch(n=8, size=16, classes=4, seed=0):
@@ -53,7 +48,7 @@ def test_a_few_segmentation_steps_lower_the_loss(name):
   # same initialisers, an unoptimised build; a tiny VT-FPN's init: 10 s instead of 41 s to
   # compile on 2 CPU cores). The train step below is compiled as always.
   state = jax.jit(init, out_shardings=shardings).lower(jax.random.key(0)).compile(
-      INIT_COMPILER_OPTIONS)(jax.random.key(0))
+      test_init_from.INIT_COMPILER_OPTIONS)(jax.random.key(0))
   step = steps_lib.make_train_step(model, tx, config, 10, mesh, shardings)
   batch = jax.device_put(_blocks_batch(), sharding_lib.batch_sharding(mesh))
   losses, accs = [], []
@@ -70,28 +65,9 @@ def _records(workdir):
     return [json.loads(line) for line in f]
 
 
-def _save_classifier_workdir(workdir, model_cfg):
-  """tests/train/test_init_from.py's _save_workdir (a vt_jax workdir holding one checkpoint of
-  a new `model_cfg` run), with a jitted init compiled as INIT_COMPILER_OPTIONS: its op-by-op
-  init of a ResNet-18 costs tens of seconds; here only the tensors' names and shapes count."""
-  config = recipes.default()
-  config.model = model_cfg
-  model = models.create_model(model_cfg)
-  tx = optim.make_optimizer(config, 10)
-  create = jax.jit(lambda rng: state_lib.create(model, tx, rng, (32, 32, 3)))
-  state = create.lower(jax.random.key(3)).compile(INIT_COMPILER_OPTIONS)(jax.random.key(3))
-  manager = ckpt_lib.make_manager(str(workdir))
-  ckpt_lib.save(manager, state)
-  manager.wait_until_finished()
-  manager.close()
-  run_config.write(config, str(workdir))  # what a training run writes beside its checkpoints
-  return test_init_from._flat(  # pylint: disable=protected-access
-      {"params": state.ema_params, "batch_stats": state.ema_batch_stats})
-
-
 def test_quickstart_seg_trains_evaluates_draws_and_loads_a_backbone(tmp_path, caplog):
   source = tmp_path / "classifier"
-  flat = _save_classifier_workdir(source, model_configs.resnet(
+  flat = test_init_from._save_workdir(source, model_configs.resnet(  # pylint: disable=protected-access
       18, num_classes=10, width=8, small_image_stem=True))
   n_backbone = sum(1 for k in flat if k[1] == "backbone")  # the classifier's head is dropped
   config = config_files.load(QUICKSTART)
