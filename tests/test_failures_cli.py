@@ -25,10 +25,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-  # One CPU device, as on a laptop; a shared compile cache makes the later runs cheaper.
-  return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("xla")),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+def env():
+  # One CPU device, as on a laptop; the test session's compile cache (tests/conftest.py)
+  # makes the later runs cheaper.
+  return dict(os.environ, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
               XLA_FLAGS="--xla_force_host_platform_device_count=1")
 
 

@@ -78,9 +78,9 @@ def test_quickstart_end_to_end_and_exact_resume_after_kill(tmp_path):
   """Quickstart on a tiny budget; then the same run SIGKILLed after a checkpoint and resumed
   ends with the same metrics (real digits pipeline: its start_step resume included)."""
   # One CPU device, as `python -m vt_jax.main` sees on a laptop (multi-device runs are
-  # tests/train's business); the compile cache makes the second and third runs cheap.
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla_cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  # tests/train's business); the test session's compile cache (tests/conftest.py) makes the
+  # second and third runs cheap.
+  env = dict(os.environ, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              XLA_FLAGS="--xla_force_host_platform_device_count=1")
   flags = ["--config=configs/quickstart.py:width=4", "--config.num_train_steps=30",
            "--config.log_every_steps=5", "--config.checkpoint.every_steps=5",

@@ -4,8 +4,13 @@ A rerun of the same config (a resume, an eval, the quickstart's second run) then
 compiled train/eval steps from disk instead of recompiling them. The cache is keyed by the
 program, the jax/XLA versions, the flags and the device, so a stale entry is never used.
 
-  --compile_cache_dir=DIR   where (default: $XDG_CACHE_HOME or ~/.cache, then vt_jax/jax_compile)
+  --compile_cache_dir=DIR   where (default: $JAX_COMPILATION_CACHE_DIR if set, else
+                            $XDG_CACHE_HOME or ~/.cache, then vt_jax/jax_compile)
   --nocompile_cache         off
+
+JAX's own JAX_COMPILATION_CACHE_DIR is honoured so that a cache chosen for the whole process
+tree (`python -m vt_jax.sweep` sets one per sweep root, a cluster's job script may set one on
+shared storage) is the one the runs use; the flag wins over it.
 
 The flags exist once the entry point calls `define_flags()` (importing this module defines
 none).
@@ -28,8 +33,9 @@ def define_flags() -> None:
   _ENABLE = flags.DEFINE_bool("compile_cache", True,
                               "Keep compiled steps in a persistent cache (--compile_cache_dir).")
   _DIR = flags.DEFINE_string("compile_cache_dir", None,
-                             "Persistent compilation cache directory (default: the user "
-                             "cache dir, ~/.cache/vt_jax/jax_compile).")
+                             "Persistent compilation cache directory (default: "
+                             "$JAX_COMPILATION_CACHE_DIR if set, else the user cache dir, "
+                             "~/.cache/vt_jax/jax_compile).")
 
 
 def default_dir() -> str:
@@ -51,7 +57,7 @@ def enable(cache_dir: str | None = None) -> str | None:
     if not _ENABLE.value:
       logging.info("persistent compilation cache off (--nocompile_cache)")
       return None
-    cache_dir = _DIR.value or default_dir()
+    cache_dir = _DIR.value or os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_dir()
   if "://" not in cache_dir:
     try:
       os.makedirs(cache_dir, exist_ok=True)
