@@ -18,7 +18,9 @@ For each config (a name in configs/, optionally NAME:ARG) and dtype it prints:
     stages 2-4, head: what a VT-ResNet of that depth runs besides its VT modules), timed in
     turn with the others; ResNet step / that step is the speed-up a VT-ResNet could reach if
     its VT modules took no time (vt_speedup_bound), and each VT run's ratio is given as a
-    share of it (of_vt_speedup_bound);
+    share of it (of_vt_speedup_bound), with what its VT modules cost inside its train step
+    (its step minus the stripped one) and may cost for 0.97 of the bound (the speed issue's
+    target), each also as a share of the peak on the FLOPs they perform;
   * with --augment_device=POLICY, each config's train step again with the flip and POLICY
     applied in the step (config.data.augment_device; uint8 batch), timed in turn with the
     plain step, and the augmentation's share of the augmented step: from the difference of
@@ -40,7 +42,8 @@ dense bfloat16 figure on a GPU/TPU (or --peak_flops). Ratios measured in one run
 quote: absolute figures move with the machine's load. --json prints one object as the last line:
   {"peak_flops": ..., "runs": [{"model", "dtype", "batch", "resolution", "images_per_sec",
   "mfu"}, ...]}; next to a VT config, a ResNet's run also carries "vt_speedup_bound" and a VT
-  run "of_vt_speedup_bound" (its ratio / that bound); with --breakdown, the ResNet's run also
+  run "of_vt_speedup_bound" (its ratio / that bound), "vt_modules_in_step_s" and
+  "vt_modules_in_step_s_for_target" (seconds, for 0.97 of the bound); with --breakdown, the ResNet's run also
   carries "vt_speedup_bound_chain"; with --notrain_step the object carries "bounds" instead
   (chain bounds): {"SPEC/DTYPE": ratio}.
 Needs no TensorFlow (no data pipeline; batches are synthetic), except --augment_device
@@ -513,8 +516,18 @@ def base_run(runs: list[dict], spec: str, dtype: str) -> dict | None:
                x["model"] == spec.replace("vt_r", "resnet") != spec), None)
 
 
-def print_step_bound(run: dict, step_s: float, without_s: float, runs: list[dict]) -> None:
-  """The bound from the train steps, and where each VT run of that depth stands against it."""
+TARGET_OF_BOUND = 0.97  # the share of vt_speedup_bound the speed issue asks of a VT-ResNet
+
+
+def print_step_bound(run: dict, step_s: float, without_s: float, runs: list[dict],
+                     stage5_flops: dict[str, float], peak: float) -> None:
+  """The bound from the train steps, and where each VT run of that depth stands against it.
+
+  For each VT run also what its VT modules cost inside its train step (its step minus the
+  stripped ResNet step: the same stem, stages 2-4 and head) and what they may cost for the run
+  to reach TARGET_OF_BOUND of the bound, with the share of the peak that takes on the FLOPs
+  they perform (`stage5_flops`: model name -> performed stage-5 FLOPs per train step).
+  """
   print(f"  {run['model']} without stage 5 (stem, stages 2-4, head), its train step timed in "
         f"turn: {without_s:.3f} s against {step_s:.3f} s\n    -> a VT model sharing stages 1-4 "
         f"is at most {run['vt_speedup_bound']:.2f}x faster, even with VT modules that take no "
@@ -523,8 +536,19 @@ def print_step_bound(run: dict, step_s: float, without_s: float, runs: list[dict
     if base_run(runs, vt["model"], vt["dtype"]) is run:
       ratio = vt["images_per_sec"] / run["images_per_sec"]
       vt["of_vt_speedup_bound"] = round(ratio / run["vt_speedup_bound"], 3)
+      in_step = _BATCH.value / vt["images_per_sec"] - without_s
+      needed = step_s / (TARGET_OF_BOUND * run["vt_speedup_bound"]) - without_s
+      vt["vt_modules_in_step_s"] = round(in_step, 4)
+      vt["vt_modules_in_step_s_for_target"] = round(needed, 4)
+      flops = stage5_flops.get(vt["model"], 0)
+
+      def share(seconds, flops=flops):
+        return (f" ({flops / seconds / peak:.0%} of the peak on the {flops / 1e9:.1f} GFLOP "
+                "they perform)" if flops and seconds > 0 else "")
       print(f"    {vt['model']}: {ratio:.2f}x {run['model']} = "
-            f"{vt['of_vt_speedup_bound']:.2f} of that bound", flush=True)
+            f"{vt['of_vt_speedup_bound']:.2f} of that bound\n      its VT modules take "
+            f"{in_step:.3f} s of its step{share(in_step)}; {TARGET_OF_BOUND} of the bound "
+            f"needs <= {needed:.3f} s{share(needed)}", flush=True)
 
 
 def main(argv):
@@ -569,10 +593,15 @@ def main(argv):
             f"{flops / peak:>6.1%} {r['compile_s']:>9.1f} {r['memory_bytes'] / 2**20:>8.0f} "
             f"{ratio:>9} {r['cpu_s']:>10.2f}", flush=True)
       runs.append(run)
+    # FLOPs per train step the VT configs' stage 5 performs (6 x MACs x batch), for the
+    # share of the peak the bound's target asks of their VT modules.
+    stage5_flops = {spec: 6 * performed_macs(models.create_model(c.model))["stage5"]
+                    * _BATCH.value for spec, c in zip(_CONFIGS.value, configs)
+                    if c.model.name == "vt_resnet"} if bounded else {}
     for i, r in zip(bounded, stripped):
       run = next(x for x in runs if x["model"] == _CONFIGS.value[i] and x["dtype"] == dtype)
       run["vt_speedup_bound"] = round(results[i]["step_s"] / r["step_s"], 3)
-      print_step_bound(run, results[i]["step_s"], r["step_s"], runs)
+      print_step_bound(run, results[i]["step_s"], r["step_s"], runs, stage5_flops, peak)
     if augmenting:
       shares = print_augment_shares(_CONFIGS.value, results, augmented,
                                     [a["augment_alone_s"] for a in augmented])

@@ -84,8 +84,20 @@ def test_vt_speedup_bound_is_reported_next_to_a_vt_config():
   assert runs["vt_r18"]["of_vt_speedup_bound"] == pytest.approx(ratio / bound, abs=2e-3)
   (i,) = [i for i, l in enumerate(lines) if "even with VT modules that take no time" in l]
   assert lines[i - 1].strip().startswith("resnet18 without stage 5") and f"{bound:.2f}x" in lines[i]
-  (line,) = [l for l in lines if l.strip().startswith("vt_r18:") and "of that bound" in l]
-  assert f"{runs['vt_r18']['of_vt_speedup_bound']:.2f} of that bound" in line
+  (j,) = [j for j, l in enumerate(lines) if l.strip().startswith("vt_r18:") and "of that bound" in l]
+  assert f"{runs['vt_r18']['of_vt_speedup_bound']:.2f} of that bound" in lines[j]
+  line = lines[j + 1]
+  # What VT-R18's VT modules cost in its step (its step minus the stripped ResNet's, which is
+  # the ResNet's step / the bound) and may cost for 0.97 of the bound.
+  vt, r = runs["vt_r18"], runs["resnet18"]
+  without_s = 8 / r["images_per_sec"] / bound
+  assert vt["vt_modules_in_step_s"] == pytest.approx(8 / vt["images_per_sec"] - without_s,
+                                                     abs=2e-3 * without_s + 1e-4)
+  assert vt["vt_modules_in_step_s_for_target"] == pytest.approx(
+      without_s * (1 / 0.97 - 1), abs=2e-3 * without_s + 1e-4)
+  assert (f"its VT modules take {vt['vt_modules_in_step_s']:.3f} s of its step" in line and
+          f"0.97 of the bound needs <= {vt['vt_modules_in_step_s_for_target']:.3f} s" in line)
+  assert "GFLOP they perform" in line  # the share of the peak those seconds ask
 
   lines, result = _train_step_json("--configs=resnet18", "--notrain_step", "--speedup_bound")
   assert result["runs"] == [] and set(result["bounds"]) == {"resnet18/float32"}
