@@ -29,7 +29,8 @@ For each config (a name in configs/, optionally NAME:ARG) and dtype it prints:
     modules, head) forward+backward alone on its own input, seconds and FLOP/s each, next to
     its share of the MACs -- where wall-clock goes against where the MACs are (FLOP/s and
     MFU count the paper's MACs, vt_jax.profile's; where the layers perform fewer, a
-    'performed' column counts those too); and, for a
+    'performed' column counts those too), and for a VT stage also its token-side linear
+    maps alone (token_maps_alone: the least the VT modules can take here); and, for a
     ResNet run next to a VT config, its stages as one chain (forward+backward, no optimizer)
     with and without stage 5: the same bound from the stages alone (vt_speedup_bound_chain;
     until 2026-12-01 the JSON's vt_speedup_bound was this figure; the chain takes longer
@@ -55,6 +56,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -389,7 +391,57 @@ def breakdown(model, config, calls: int) -> list[dict]:
     jax.block_until_ready(grad(variables["params"], x))
     wall, cpu = timed(grad, variables["params"], x, calls=calls, cpu=True)
     rows.append(dict(stage=name, seconds=wall, cpu_s=cpu))
+    if isinstance(module, vt_resnet.VTStage):
+      rows[-1]["token_maps"] = token_maps_alone(variables["params"],
+                                                batch * model.vt.tokens, calls)
   return rows
+
+
+# The VT modules' linear maps that act on tokens (rows: batch x tokens), by their parameter
+# paths; the others (the filter tokenizer's `attention`, the projector's `query`) act on pixels.
+_TOKEN_MAPS = re.compile(r"(\['interaction'\].*|\['(value|token_to_filter|key|"
+                         r"position_to_tokens|to_tokens)'\])\['kernel'\]$")
+
+
+def token_map_shapes(params) -> list[tuple[int, int]]:
+  """[in, out] of the VT stage's 2-D kernels that act on tokens, in parameter order."""
+  shapes = [tuple(leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+            if leaf.ndim == 2 and _TOKEN_MAPS.search(jax.tree_util.keystr(path))]
+  if not shapes:
+    raise ValueError("no token-side linear map found among the VT stage's parameters")
+  return shapes
+
+
+def token_maps_alone(params, rows: int, calls: int) -> dict:
+  """Forward + backward seconds of the VT stage's token-side linear maps alone.
+
+  `params`: the VT stage's parameters (shapes suffice); rows: batch x tokens. Each 2-D kernel
+  on a path `_TOKEN_MAPS` names (the tokenizers' value maps, the recurrent tokenizer's
+  token_to_filter, the transformer's maps, the projector's key and value) is applied to a
+  [rows, in] tensor, in the stage's order, each output feeding the loss and the next map of its
+  width (so none is dead code). What it gives: how long the matmuls whose shapes the paper's
+  VT modules fix take on this machine with nothing else around them (the softmaxes, the
+  per-pixel products, the head transposes and the residual adds removed), the least time the
+  modules can take in XLA's op-by-op execution.
+  """
+  shapes = token_map_shapes(params)
+  widths = sorted({a for a, _ in shapes} | {b for _, b in shapes})
+  start = {w: jax.random.normal(jax.random.key(w), (rows, w), jnp.float32) for w in widths}
+  ws = [jax.random.normal(jax.random.key(i), k, jnp.float32) / k[0] ** 0.5
+        for i, k in enumerate(shapes)]
+
+  def loss(ws, start):
+    latest, total = dict(start), 0.0
+    for w in ws:
+      y = latest[w.shape[0]] @ w
+      total = total + jnp.sum(y * y)
+      latest[w.shape[1]] = latest[w.shape[1]] + y
+    return total * 1e-6
+
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  jax.block_until_ready(grad(ws, start))
+  wall, _ = timed(grad, ws, start, calls=calls, cpu=True)
+  return dict(seconds=wall, maps=len(ws), flops=6 * rows * sum(a * b for a, b in shapes))
 
 
 def stage5_free_bound(model, config, calls: int) -> dict:
@@ -488,6 +540,14 @@ def print_breakdown(spec: str, dtype: str, prof: dict, rows: list[dict], peak: f
     print(f"  {r['stage']:<8} {r['seconds']:>8.3f} {r['seconds'] / total_s:>7.1%} "
           f"{macs / prof['macs']:>6.1%} {gflops:>9.1f} {gflops * 1e9 / peak:>8.1%} "
           f"{r['cpu_s']:>7.3f}" + (f" {done:>9.1%}" if differs else ""), flush=True)
+  for r in rows:
+    if "token_maps" in r:
+      t = r["token_maps"]
+      print(f"  {r['stage']}'s {t['maps']} token-side linear maps alone (same shapes, "
+            f"forward+backward, nothing else): {t['seconds']:.3f} s, "
+            f"{t['flops'] / t['seconds'] / peak:.1%} of the peak -- "
+            f"{t['seconds'] / r['seconds']:.0%} of the stage's {r['seconds']:.3f} s",
+            flush=True)
   if differs:
     print(f"  (performed: the share of the peak counting the MACs this form performs, "
           f"{sum(performed.values()) / 1e9:.3f} G per image against the paper's "

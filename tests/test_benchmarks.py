@@ -51,8 +51,10 @@ def test_train_step_benchmark_runs_without_tensorflow():
   assert aug["policy"] == "autoaugment" and aug["augmented_step_s"] > 0 and aug["alone_s"] > 0
   assert abs(aug["alone_share"] - aug["alone_s"] / aug["augmented_step_s"]) < 1e-3
   assert any(line.startswith("device augmentation (autoaugment + flip") for line in lines)
-  # The per-stage breakdown covers every stage of the profile.
+  # The per-stage breakdown covers every stage of the profile, and the VT stage's token-side
+  # maps are timed alone beside it.
   assert all(any(line.strip().startswith(s) for line in lines) for s in ("stage1", "stage5", "head"))
+  assert any(re.match(r"\s*stage5's \d+ token-side linear maps alone", l) for l in lines)
 
 
 def _train_step_json(*args):
@@ -132,6 +134,32 @@ def test_train_step_without_stage5_is_the_resnet_minus_its_last_stage():
   assert shapes(params["backbone"]) == shapes(full_v["backbone"])
   assert params["head"]["fc"]["kernel"].shape == (256, 10)
   assert stripped.apply(stripped.init(jax.random.key(0), x, False), x, False).shape == (2, 10)
+
+
+def test_token_side_maps_are_the_vt_modules_maps_on_tokens():
+  """The breakdown's token-side floor times exactly the maps that act on tokens: VT-R50's
+  three modules have 3 tokenizer value maps, 2 recurrent token_to_filter maps, 4 transformer
+  maps each and the projectors' key and value (2 projecting modules); the filter tokenizer's
+  attention and the projectors' query maps act on pixels and are left out."""
+  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+  try:
+    import train_step  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.pop(0)
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from vt_jax import models  # pylint: disable=import-outside-toplevel
+  from vt_jax.config_lib import files  # pylint: disable=import-outside-toplevel
+  from vt_jax.models import vt_resnet  # pylint: disable=import-outside-toplevel
+
+  config = files.load(os.path.join(ROOT, "configs", "vt_r50.py"))
+  model = models.create_model(config.model)
+  stage = vt_resnet.VTStage(model.vt, 3, model.dtype, layers="tuned")
+  params = jax.eval_shape(lambda: stage.init(jax.random.key(0), jnp.ones((2, 14, 14, 1024))))
+  shapes = train_step.token_map_shapes(params["params"])
+  assert sorted(shapes) == sorted([(1024, 1024)] * (3 + 2 + 4) +
+                                  [(1024, 256)] * 9 + [(256, 1024)] * 3)
+  assert (1024, 8) not in shapes and (1, 64, 1024) not in shapes  # attention; grouped query
 
 
 def test_op_profile_attributes_the_step_to_model_parts():
