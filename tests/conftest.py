@@ -1,10 +1,13 @@
-"""Test-wide setup: 8 simulated CPU devices (so sharding is tested for real), quiet TF, and
-one compile cache per test session for the `python -m vt_jax.main` runs the tests start."""
+"""Test-wide setup: 8 simulated CPU devices (so sharding is tested for real) and quiet TF.
 
-import atexit
+The `python -m vt_jax.main` runs that tests start keep their compiled programs where a user's
+runs do (vt_jax/train/compile_cache.py: $JAX_COMPILATION_CACHE_DIR if set, else
+~/.cache/vt_jax/jax_compile), deliberately: entries are keyed by program, flags and versions,
+so a cached program can only be the same program, and a cache that outlives the session lets
+the next run of the suite on the same machine skip those compiles.
+"""
+
 import os
-import shutil
-import tempfile
 
 # Must happen before jax is imported anywhere in the test process.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -19,16 +22,3 @@ from vt_jax import xla_defaults  # pylint: disable=g-import-not-at-top,wrong-imp
 
 xla_defaults.apply()
 
-# The runs of `python -m vt_jax.main` (and the other programs) that tests start keep their
-# compiled programs in one directory per test session, shared by pytest-xdist's workers (they
-# inherit the environment of the process that made it) and removed at its end: never the
-# user's ~/.cache, and a program one test compiled is loaded by the next that runs it.
-# The test processes themselves compile without a persistent cache, as they always have.
-if "VT_JAX_TESTS_COMPILE_CACHE" not in os.environ:
-  _CACHE = tempfile.mkdtemp(prefix="vt_jax_tests_xla_cache_")
-  os.environ["VT_JAX_TESTS_COMPILE_CACHE"] = _CACHE
-  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["VT_JAX_TESTS_COMPILE_CACHE"]
-jax.config.update("jax_compilation_cache_dir", None)

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def env():
-  # One CPU device, as on a laptop; the test session's compile cache (tests/conftest.py)
+  # One CPU device, as on a laptop; the shared compile cache (tests/conftest.py)
   # makes the later runs cheaper.
   return dict(os.environ, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
               XLA_FLAGS="--xla_force_host_platform_device_count=1")

@@ -78,7 +78,7 @@ def test_quickstart_end_to_end_and_exact_resume_after_kill(tmp_path):
   """Quickstart on a tiny budget; then the same run SIGKILLed after a checkpoint and resumed
   ends with the same metrics (real digits pipeline: its start_step resume included)."""
   # One CPU device, as `python -m vt_jax.main` sees on a laptop (multi-device runs are
-  # tests/train's business); the test session's compile cache (tests/conftest.py) makes the
+  # tests/train's business); the shared compile cache (tests/conftest.py) makes the
   # second and third runs cheap.
   env = dict(os.environ, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              XLA_FLAGS="--xla_force_host_platform_device_count=1")
