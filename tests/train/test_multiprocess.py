@@ -1,5 +1,6 @@
 """Two JAX processes on 127.0.0.1 (gloo CPU collectives) through launch/local_multiprocess.sh."""
 
+import fcntl
 import json
 import os
 import re
@@ -32,21 +33,51 @@ QUICKSTART = ["--config=configs/quickstart.py", "--config.log_every_steps=2",
               "--config.checkpoint.async_save=False"]
 
 
-@pytest.fixture(scope="module")
-def two_process_quickstart(tmp_path_factory):
-  """The quickstart for 24 steps as 2 processes x 1 device (a checkpoint at steps 12 and 24):
-  -> (workdir, flags, launcher's CompletedProcess). Two tests read this one run, so a test
-  process pays for it once (two pytest-xdist workers that each get one of them: twice)."""
-  workdir = tmp_path_factory.mktemp("two_process") / "run"
+def _two_process_run(workdir):
   flags = [f"--workdir={workdir}", *QUICKSTART, "--config.num_train_steps=24",
            "--config.checkpoint.every_steps=12"]
   proc = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", *flags], cwd=ROOT,
                         env=_env(), capture_output=True, text=True, timeout=900)
-  return workdir, flags, proc
+  return flags, proc
+
+
+@pytest.fixture(scope="module")
+def two_process_quickstart(tmp_path_factory):
+  """The quickstart for 24 steps as 2 processes x 1 device (a checkpoint at steps 12 and 24):
+  -> (workdir, flags, launcher's CompletedProcess). Two tests read this one run; tests copy the
+  workdir before they write to it.
+
+  Made once per test session: under pytest-xdist the two tests may land on different workers,
+  and the second to ask waits for the first one's run (a lock file in the session's directory
+  above the workers' own) instead of making its own (~90 s of both cores)."""
+  worker = os.environ.get("PYTEST_XDIST_WORKER")
+  if worker is None:  # one test process: its module fixture is made once anyway
+    workdir = tmp_path_factory.mktemp("two_process") / "run"
+    flags, proc = _two_process_run(workdir)
+    return workdir, flags, proc
+  shared = tmp_path_factory.getbasetemp().parent / "two_process_quickstart"  # this session's
+  shared.mkdir(exist_ok=True)
+  workdir, result = shared / "run", shared / "result.json"
+  with open(shared / "lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    if not result.exists():
+      flags, proc = _two_process_run(workdir)
+      result.write_text(json.dumps(dict(flags=flags, args=proc.args, returncode=proc.returncode,
+                                        stdout=proc.stdout, stderr=proc.stderr)))
+  r = json.loads(result.read_text())
+  return workdir, r["flags"], subprocess.CompletedProcess(r["args"], r["returncode"],
+                                                          r["stdout"], r["stderr"])
+
+
+def _copy_run(workdir, flags, to, ignore=None):
+  """A copy of a run's workdir at `to`, and its flags pointing there."""
+  shutil.copytree(workdir, to, ignore=ignore)
+  return [f"--workdir={to}" if f.startswith("--workdir=") else f for f in flags]
 
 
 @pytest.mark.slow
-def test_two_process_run_matches_single_process_eval_of_its_checkpoint(two_process_quickstart):
+def test_two_process_run_matches_single_process_eval_of_its_checkpoint(tmp_path,
+                                                                       two_process_quickstart):
   workdir, flags, proc = two_process_quickstart
   logdir = workdir / "launch_logs"  # under the workdir, not the repository
   logs = {p: (logdir / p).read_text()[-2000:] for p in os.listdir(logdir) if p.endswith(".log")}
@@ -65,6 +96,8 @@ def test_two_process_run_matches_single_process_eval_of_its_checkpoint(two_proce
   assert p1_final, logs["process_1.log"]
   assert json.loads(p1_final[-1][len("FINAL "):])["top1"] == distributed_eval["top1"]
 
+  # Evaluated as one process in a copy (the other test reads the fixture's workdir).
+  flags = _copy_run(workdir, flags, tmp_path / "run")
   single = subprocess.run([sys.executable, "-m", "vt_jax.main", "--mode=eval", *flags],
                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
                           capture_output=True, text=True, timeout=600)
@@ -101,13 +134,13 @@ def test_one_data_order_on_every_topology_and_across_a_resize(tmp_path, two_proc
   # The 2x1 run as if stopped at step 12: its workdir without the step-24 checkpoint, its
   # metrics up to step 12. Resumed with the 2x1 run's own flags, only the topology changes.
   resized = tmp_path / "c"
-  shutil.copytree(two_x_one, resized, ignore=lambda d, names: [
+  resized_flags = _copy_run(two_x_one, flags, resized, ignore=lambda d, names: [
       n for n in names if n in ("24", "launch_logs") or n.startswith("eval_step_")])
   assert sorted(os.listdir(resized / "checkpoints")) == ["12"]
   records = [json.loads(line) for line in open(two_x_one / "metrics.jsonl")]
   with open(resized / "metrics.jsonl", "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in records if r["step"] <= 12)
-  _one_process([f"--workdir={resized}" if f.startswith("--workdir=") else f for f in flags], 2)
+  _one_process(resized_flags, 2)
   reference = _train_loss_at(tmp_path / "a", 24)
   assert _train_loss_at(two_x_one, 24) == pytest.approx(reference, rel=2e-4)
   assert _train_loss_at(resized, 24) == pytest.approx(reference, rel=2e-4)
@@ -162,6 +195,8 @@ def test_segmentation_miou_over_two_processes_equals_one_process(tmp_path):
   distributed = [json.loads(line) for line in open(workdir / "metrics.jsonl")][-1]
   assert distributed["split"] == "eval" and "miou" in distributed
   assert (workdir / "pictures" / "eval_2.png").exists()  # process 0 drew it
+  # Evaluated as one process in a copy (the other test reads the fixture's workdir).
+  flags = _copy_run(workdir, flags, tmp_path / "run")
   single = subprocess.run([sys.executable, "-m", "vt_jax.main", "--mode=eval", *flags],
                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
                           capture_output=True, text=True, timeout=900)
