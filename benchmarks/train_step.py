@@ -44,9 +44,9 @@ quote: absolute figures move with the machine's load. --json prints one object a
   {"peak_flops": ..., "runs": [{"model", "dtype", "batch", "resolution", "images_per_sec",
   "mfu"}, ...]}; next to a VT config, a ResNet's run also carries "vt_speedup_bound" and a VT
   run "of_vt_speedup_bound" (its ratio / that bound), "vt_modules_in_step_s" and
-  "vt_modules_in_step_s_for_target" (seconds, for 0.97 of the bound); with --breakdown, the ResNet's run also
-  carries "vt_speedup_bound_chain"; with --notrain_step the object carries "bounds" instead
-  (chain bounds): {"SPEC/DTYPE": ratio}.
+  "vt_modules_in_step_s_for_target" (seconds, for 0.97 of the bound); with --breakdown, the
+  ResNet's run also carries "vt_speedup_bound_chain"; with --notrain_step the object carries
+  "bounds" instead (chain bounds): {"SPEC/DTYPE": ratio}.
 Needs no TensorFlow (no data pipeline; batches are synthetic), except --augment_device
 (the policies' tables live in vt_jax.data.augment, which imports it).
 """
@@ -418,8 +418,8 @@ def token_maps_alone(params, rows: int, calls: int) -> dict:
   `params`: the VT stage's parameters (shapes suffice); rows: batch x tokens. Each 2-D kernel
   on a path `_TOKEN_MAPS` names (the tokenizers' value maps, the recurrent tokenizer's
   token_to_filter, the transformer's maps, the projector's key and value) is applied to a
-  [rows, in] tensor, in the stage's order, each output feeding the loss and the next map of its
-  width (so none is dead code). What it gives: how long the matmuls whose shapes the paper's
+  [rows, in] tensor, in parameter order (sorted by path; the order changes nothing timed),
+  each output feeding the loss and the next map of its width (so none is dead code). What it gives: how long the matmuls whose shapes the paper's
   VT modules fix take on this machine with nothing else around them (the softmaxes, the
   per-pixel products, the head transposes and the residual adds removed), the least time the
   modules can take in XLA's op-by-op execution.
