@@ -609,6 +609,10 @@ def print_step_bound(run: dict, step_s: float, without_s: float, runs: list[dict
             f"{vt['of_vt_speedup_bound']:.2f} of that bound\n      its VT modules take "
             f"{in_step:.3f} s of its step{share(in_step)}; {TARGET_OF_BOUND} of the bound "
             f"needs <= {needed:.3f} s{share(needed)}", flush=True)
+      if in_step <= 0:  # the VT step faster than the same step without any VT module
+        print(f"      (a VT step faster than {run['model']} without stage 5 cannot be: the "
+              f"machine's load changed during these steps; rerun on an idle machine)",
+              flush=True)
 
 
 def main(argv):

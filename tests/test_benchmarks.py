@@ -136,6 +136,36 @@ def test_train_step_without_stage5_is_the_resnet_minus_its_last_stage():
   assert stripped.apply(stripped.init(jax.random.key(0), x, False), x, False).shape == (2, 10)
 
 
+_STEP_BOUND = """
+import sys
+from absl import flags
+sys.path.insert(0, "benchmarks")
+import train_step
+flags.FLAGS(["train_step.py", "--batch=32"])
+resnet = dict(model="resnet50", dtype="float32", images_per_sec=32 / 6.0, vt_speedup_bound=1.2)
+vt = dict(model="vt_r50", dtype="float32", images_per_sec=32 / float(sys.argv[1]))
+train_step.print_step_bound(resnet, 6.0, 5.0, [resnet, vt], {"vt_r50": 2e10}, 2e11)
+print("JSON", vt["vt_modules_in_step_s"], vt["vt_modules_in_step_s_for_target"])
+"""
+
+
+@pytest.mark.parametrize("vt_step_s", [5.3, 4.9])
+def test_step_bound_lines_and_a_vt_step_below_the_stripped_one(vt_step_s):
+  """A ResNet-50 step of 6.0 s, 5.0 s without stage 5 (bound 1.2): a VT-R50 step of 5.3 s has
+  VT modules of 0.3 s (20 GFLOP at 2e11 FLOP/s: 33% of the peak) against <= 5.0/0.97 - 5.0 s for
+  0.97 of the bound; one of 4.9 s is faster than the step without any VT module, which only a
+  change of load during the run can produce, and the printout says so."""
+  out = subprocess.run([sys.executable, "-c", _STEP_BOUND, str(vt_step_s)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300, env=ENV)
+  assert out.returncode == 0, out.stderr[-3000:]
+  in_step, needed = map(float, out.stdout.split("JSON ")[1].split())
+  assert in_step == pytest.approx(vt_step_s - 5.0, abs=1e-3)
+  assert needed == pytest.approx(5.0 / 0.97 - 5.0, abs=1e-3)
+  assert f"its VT modules take {vt_step_s - 5.0:.3f} s of its step" in out.stdout
+  assert ("(33% of the peak" in out.stdout) == (vt_step_s == 5.3)
+  assert ("cannot be: the machine's load changed" in out.stdout) == (vt_step_s < 5.0)
+
+
 def test_token_side_maps_are_the_vt_modules_maps_on_tokens():
   """The breakdown's token-side floor times exactly the maps that act on tokens: VT-R50's
   three modules have 3 tokenizer value maps, 2 recurrent token_to_filter maps, 4 transformer
