@@ -21,4 +21,3 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 from vt_jax import xla_defaults  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 xla_defaults.apply()
-

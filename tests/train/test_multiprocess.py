@@ -195,8 +195,6 @@ def test_segmentation_miou_over_two_processes_equals_one_process(tmp_path):
   distributed = [json.loads(line) for line in open(workdir / "metrics.jsonl")][-1]
   assert distributed["split"] == "eval" and "miou" in distributed
   assert (workdir / "pictures" / "eval_2.png").exists()  # process 0 drew it
-  # Evaluated as one process in a copy (the other test reads the fixture's workdir).
-  flags = _copy_run(workdir, flags, tmp_path / "run")
   single = subprocess.run([sys.executable, "-m", "vt_jax.main", "--mode=eval", *flags],
                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
                           capture_output=True, text=True, timeout=900)

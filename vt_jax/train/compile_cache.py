@@ -39,6 +39,9 @@ def define_flags() -> None:
 
 
 def default_dir() -> str:
+  """$JAX_COMPILATION_CACHE_DIR if set, else the user cache dir's vt_jax/jax_compile."""
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return os.environ["JAX_COMPILATION_CACHE_DIR"]
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
   return os.path.join(base, "vt_jax", "jax_compile")
 
@@ -57,7 +60,7 @@ def enable(cache_dir: str | None = None) -> str | None:
     if not _ENABLE.value:
       logging.info("persistent compilation cache off (--nocompile_cache)")
       return None
-    cache_dir = _DIR.value or os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_dir()
+    cache_dir = _DIR.value or default_dir()
   if "://" not in cache_dir:
     try:
       os.makedirs(cache_dir, exist_ok=True)
