@@ -109,14 +109,20 @@ def test_vt_speedup_bound_is_reported_next_to_a_vt_config():
   assert line.strip().startswith("resnet18:") and f"{chain:.2f}x" in line
 
 
-def test_train_step_without_stage5_is_the_resnet_minus_its_last_stage():
-  """The bound's model: the ResNet's fields, its parameters except stage 5's (same shapes),
-  and a head on stage 4's channels."""
+def _train_step_module():
+  """benchmarks/train_step.py imported as a module (it is a script, not in the package)."""
   sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
   try:
     import train_step  # pylint: disable=import-outside-toplevel
   finally:
     sys.path.pop(0)
+  return train_step
+
+
+def test_train_step_without_stage5_is_the_resnet_minus_its_last_stage():
+  """The bound's model: the ResNet's fields, its parameters except stage 5's (same shapes),
+  and a head on stage 4's channels."""
+  train_step = _train_step_module()
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from vt_jax import models  # pylint: disable=import-outside-toplevel
@@ -171,11 +177,7 @@ def test_token_side_maps_are_the_vt_modules_maps_on_tokens():
   three modules have 3 tokenizer value maps, 2 recurrent token_to_filter maps, 4 transformer
   maps each and the projectors' key and value (2 projecting modules); the filter tokenizer's
   attention and the projectors' query maps act on pixels and are left out."""
-  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-  try:
-    import train_step  # pylint: disable=import-outside-toplevel
-  finally:
-    sys.path.pop(0)
+  train_step = _train_step_module()
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from vt_jax import models  # pylint: disable=import-outside-toplevel
