@@ -1,6 +1,8 @@
 """benchmarks/train_step.py runs without TensorFlow or clu and prints its JSON contract;
-benchmarks/op_profile.py attributes a step's ops to the model's parts."""
+benchmarks/op_profile.py attributes a step's ops to the model's parts; single_conv.py times
+the products it names."""
 
+import importlib
 import json
 import os
 import re
@@ -109,14 +111,17 @@ def test_vt_speedup_bound_is_reported_next_to_a_vt_config():
   assert line.strip().startswith("resnet18:") and f"{chain:.2f}x" in line
 
 
-def _train_step_module():
-  """benchmarks/train_step.py imported as a module (it is a script, not in the package)."""
+def _benchmark_module(name: str):
+  """benchmarks/NAME.py imported as a module (the scripts are not in the package)."""
   sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
   try:
-    import train_step  # pylint: disable=import-outside-toplevel
+    return importlib.import_module(name)
   finally:
     sys.path.pop(0)
-  return train_step
+
+
+def _train_step_module():
+  return _benchmark_module("train_step")
 
 
 def test_train_step_without_stage5_is_the_resnet_minus_its_last_stage():
@@ -249,3 +254,52 @@ def test_stability_names_a_bad_config_in_one_message(args, message):
                        env=ENV)
   assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
   assert message in out.stderr and ("no_such.py" in out.stderr or "nope" in out.stderr)
+
+
+# single_conv.py's own flags (--batch, --json) are also train_step.py's: checked in a child
+# process, so that the two scripts' absl flags never meet in this one.
+_CONV_PRODUCTS_ARE_RIGHT = """
+import sys
+import jax, numpy as np
+sys.path.insert(0, "benchmarks")
+import single_conv
+from vt_jax.models import layers
+batch, size, channels = 2, 5, 3
+calls = single_conv.jax_products(batch, size, channels)
+key = lambda i: jax.random.key(i)
+x = jax.random.normal(key(0), (batch, size, size, channels))
+k = jax.random.normal(key(1), (3, 3, channels, channels)) * 0.05
+g = np.asarray(jax.random.normal(key(2), x.shape), np.float64)
+x2, k2 = jax.random.normal(key(3), x.shape), jax.random.normal(key(4), k.shape)
+conv = lambda a, b: np.asarray(layers.conv_nhwc(a, b, 1, 1), np.float64)
+np.testing.assert_allclose(calls["forward"](), conv(x, k), rtol=1e-6)
+dx, dk = (np.asarray(calls[p](), np.float64) for p in ("input_grad", "kernel_grad"))
+assert dx.shape == x.shape and dk.shape == k.shape
+np.testing.assert_allclose(np.sum(dx * np.asarray(x2)), np.sum(g * conv(x2, k)), rtol=1e-4)
+np.testing.assert_allclose(np.sum(dk * np.asarray(k2)), np.sum(g * conv(x, k2)), rtol=1e-4)
+print("adjoints hold")
+"""
+
+
+def test_single_conv_times_the_convolutions_forward_and_its_two_gradients():
+  """Each timed call computes the product it is named after: checked by the adjoint
+  identities <dL/dx, x'> = <g, conv(x', k)> and <dL/dk, k'> = <g, conv(x, k')> (g = dL/dy),
+  which a swapped or wrong gradient breaks; then the script's JSON on tiny maps, and a bad
+  --maps entry named in one line."""
+  check = subprocess.run([sys.executable, "-c", _CONV_PRODUCTS_ARE_RIGHT], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, env=ENV)
+  assert check.returncode == 0 and "adjoints hold" in check.stdout, check.stderr[-3000:]
+
+  out = subprocess.run([sys.executable, "benchmarks/single_conv.py", "--maps=6x4,3x8",
+                        "--batch=2", "--calls=1", "--json"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert [r["map"] for r in result["rows"]] == ["6x4", "3x8"]
+  assert [r["flops"] for r in result["rows"]] == [2 * 2 * 36 * 16 * 9, 2 * 2 * 9 * 64 * 9]
+  assert all(r[f"{p}_s"] > 0 for r in result["rows"]
+             for p in ("forward", "input_grad", "kernel_grad"))
+
+  bad = subprocess.run([sys.executable, "benchmarks/single_conv.py", "--maps=56by64"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+  assert bad.returncode == 1 and "--maps entry '56by64' is not SIZExCHANNELS" in bad.stderr
