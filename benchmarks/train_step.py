@@ -44,9 +44,11 @@ quote: absolute figures move with the machine's load. --json prints one object a
   {"peak_flops": ..., "runs": [{"model", "dtype", "batch", "resolution", "images_per_sec",
   "mfu"}, ...]}; next to a VT config, a ResNet's run also carries "vt_speedup_bound" and a VT
   run "of_vt_speedup_bound" (its ratio / that bound), "vt_modules_in_step_s" and
-  "vt_modules_in_step_s_for_target" (seconds, for 0.97 of the bound); with --breakdown, the
-  ResNet's run also carries "vt_speedup_bound_chain"; with --notrain_step the object carries
-  "bounds" instead (chain bounds): {"SPEC/DTYPE": ratio}.
+  "vt_modules_in_step_s_for_target" (seconds, for 0.97 of the bound); with --breakdown, every
+  run carries "stages": {stage: {"seconds", "of_peak" (the paper's MACs), "of_peak_performed"
+  (the MACs the form performs)}, with "token_maps_s" on a VT stage}, and the ResNet's run
+  "vt_speedup_bound_chain"; with --notrain_step the object carries "bounds" (chain bounds,
+  {"SPEC/DTYPE": ratio}) and "breakdowns" ({"SPEC/DTYPE": stages}) instead.
 Needs no TensorFlow (no data pipeline; batches are synthetic), except --augment_device
 (the policies' tables live in vt_jax.data.augment, which imports it).
 """
@@ -483,8 +485,10 @@ def stage5_free_bound(model, config, calls: int) -> dict:
   return {k: statistics.median(v) for k, v in times.items()}
 
 
-def breakdown_in_child(spec: str, dtype: str, peak: float, bound: bool) -> float | None:
-  """Runs this script for one config's breakdown (and bound) alone; returns the bound ratio.
+def breakdown_in_child(spec: str, dtype: str, peak: float,
+                       bound: bool) -> tuple[float | None, dict]:
+  """Runs this script for one config's breakdown (and bound) alone; returns the bound ratio
+  (None without `bound`) and the stage figures (breakdown_figures()).
 
   Why a child process: with vt_jax's malloc settings (one arena, freed memory kept; see
   vt_jax/host_allocator.py) every program that runs after the train steps allocates from the
@@ -507,7 +511,9 @@ def breakdown_in_child(spec: str, dtype: str, peak: float, bound: bool) -> float
   lines = out.stdout.strip().splitlines()
   for line in lines[1:-1]:  # without its device line and its JSON
     print(line, flush=True)
-  return json.loads(lines[-1]).get("bounds", {}).get(f"{spec}/{dtype}")
+  result = json.loads(lines[-1])
+  return (result.get("bounds", {}).get(f"{spec}/{dtype}"),
+          result["breakdowns"][f"{spec}/{dtype}"])
 
 
 def bound_ratio(times: dict) -> float:
@@ -524,10 +530,11 @@ def print_bound(spec: str, times: dict) -> None:
 
 
 def print_breakdown(spec: str, dtype: str, prof: dict, rows: list[dict], peak: float,
-                    performed: dict[str, int]) -> None:
+                    performed: dict[str, int]) -> dict:
   """The stage table. 'of peak' counts the paper's MACs (prof, as MFU does); where the
   model's layers perform fewer (the tuned projector's folded query map), a 'performed'
-  column gives the share counting the MACs the form performs (`performed`, per stage)."""
+  column gives the share counting the MACs the form performs (`performed`, per stage).
+  Returns the same figures for the JSON (breakdown_figures())."""
   total_s = sum(r["seconds"] for r in rows)
   differs = any(performed[r["stage"]] != prof["stages"][r["stage"]]["macs"] for r in rows)
   print(f"  {spec} {dtype}: each stage forward+backward alone, batch {_BATCH.value}")
@@ -553,6 +560,22 @@ def print_breakdown(spec: str, dtype: str, prof: dict, rows: list[dict], peak: f
           f"{sum(performed.values()) / 1e9:.3f} G per image against the paper's "
           f"{prof['macs'] / 1e9:.3f} G: the tuned projector folds its query map into the keys)",
           flush=True)
+  return breakdown_figures(prof, rows, peak, performed)
+
+
+def breakdown_figures(prof: dict, rows: list[dict], peak: float,
+                      performed: dict[str, int]) -> dict:
+  """{stage: {"seconds", "of_peak" (paper MACs), "of_peak_performed"[, "token_maps_s"]}}: the
+  stage table as the JSON's runs carry it (key "stages")."""
+  figures = {}
+  for r in rows:
+    flops = 6 * _BATCH.value / r["seconds"] / peak
+    figures[r["stage"]] = dict(seconds=round(r["seconds"], 4),
+                               of_peak=round(flops * prof["stages"][r["stage"]]["macs"], 4),
+                               of_peak_performed=round(flops * performed[r["stage"]], 4))
+    if "token_maps" in r:
+      figures[r["stage"]]["token_maps_s"] = round(r["token_maps"]["seconds"], 4)
+  return figures
 
 
 def performed_macs(model) -> dict[str, int]:
@@ -630,7 +653,7 @@ def main(argv):
         f"median of {steps} steps" + (", configs timed in turn" if _INTERLEAVE.value else "")
         + "; malloc " + (f"defaults ({not_applied})" if not_applied else "keeps freed memory"),
         flush=True)
-  runs, bounds = [], {}
+  runs, bounds, breakdowns = [], {}, {}
   if _TRAIN_STEP.value:
     print(f"{'model':<12} {'dtype':<9} {'img/s':>9} {'GFLOP/s':>9} {'MFU':>6} "
           f"{'compile s':>9} {'mem MiB':>8} {'vs ResNet':>9} {'CPU-s/step':>10}", flush=True)
@@ -674,24 +697,28 @@ def main(argv):
     if _BREAKDOWN.value:
       for spec, config, prof in zip(_CONFIGS.value, configs, profs):
         if _FRESH.value and not not_applied and dev.platform == "cpu":
-          ratio = breakdown_in_child(spec, dtype, peak, wants_bound(config))
+          ratio, figures = breakdown_in_child(spec, dtype, peak, wants_bound(config))
         else:
           model = models.create_model(config.model)
-          print_breakdown(spec, dtype, prof, breakdown(model, config, calls), peak,
-                          performed_macs(model))
+          figures = print_breakdown(spec, dtype, prof, breakdown(model, config, calls), peak,
+                                    performed_macs(model))
           ratio = None
           if wants_bound(config):
             bound = stage5_free_bound(model, config, calls)
             print_bound(spec, bound)
             ratio = bound_ratio(bound)
+        breakdowns[f"{spec}/{dtype}"] = figures
         if ratio is not None:
           bounds[f"{spec}/{dtype}"] = ratio
-          for run in runs:
-            if run["model"] == spec and run["dtype"] == dtype:
+        for run in runs:
+          if run["model"] == spec and run["dtype"] == dtype:
+            run["stages"] = figures
+            if ratio is not None:
               run["vt_speedup_bound_chain"] = ratio
   if _JSON.value:
-    # --notrain_step (a breakdown_in_child() child): the bounds instead of the runs' field.
-    extra = {} if _TRAIN_STEP.value else {"bounds": bounds}
+    # --notrain_step (a breakdown_in_child() child): the bounds and stage figures instead of
+    # the runs' fields.
+    extra = {} if _TRAIN_STEP.value else {"bounds": bounds, "breakdowns": breakdowns}
     print(json.dumps({"peak_flops": peak, "runs": runs, **extra}))
 
 

@@ -45,7 +45,7 @@ def test_train_step_benchmark_runs_without_tensorflow():
   assert set(result) == {"peak_flops", "runs"} and result["peak_flops"] > 0
   (run,) = result["runs"]
   assert set(run) == {"model", "dtype", "batch", "resolution", "images_per_sec", "mfu",
-                      "augment_device"}
+                      "augment_device", "stages"}
   assert (run["model"], run["dtype"], run["batch"], run["resolution"]) == (
       "quickstart:width=4", "float32", 8, 32)
   assert run["images_per_sec"] > 0 and run["mfu"] > 0
@@ -57,6 +57,21 @@ def test_train_step_benchmark_runs_without_tensorflow():
   # maps are timed alone beside it.
   assert all(any(line.strip().startswith(s) for line in lines) for s in ("stage1", "stage5", "head"))
   assert any(re.match(r"\s*stage5's \d+ token-side linear maps alone", l) for l in lines)
+  # The JSON carries the printed table: seconds and the share of the peak per stage, the token
+  # maps' seconds on the VT stage.
+  _assert_stages_as_printed(run["stages"], lines)
+  assert "token_maps_s" in run["stages"]["stage5"]
+  assert not any("token_maps_s" in f for name, f in run["stages"].items() if name != "stage5")
+
+
+def _assert_stages_as_printed(stages: dict, lines: list[str]) -> None:
+  """A run's JSON "stages" against the breakdown table it printed (seconds, "of peak")."""
+  assert list(stages) == ["stage1", "stage2", "stage3", "stage4", "stage5", "head"]
+  for name, figures in stages.items():
+    (row,) = [l.split() for l in lines if l.split()[:1] == [name] and len(l.split()) >= 7]
+    assert float(row[1]) == pytest.approx(figures["seconds"], abs=6e-4)
+    assert float(row[5].rstrip("%")) == pytest.approx(100 * figures["of_peak"], abs=0.06)
+    assert 0 < figures["of_peak_performed"] <= figures["of_peak"] + 1e-4
 
 
 def _train_step_json(*args):
@@ -105,6 +120,8 @@ def test_vt_speedup_bound_is_reported_next_to_a_vt_config():
 
   lines, result = _train_step_json("--configs=resnet18", "--notrain_step", "--speedup_bound")
   assert result["runs"] == [] and set(result["bounds"]) == {"resnet18/float32"}
+  assert set(result["breakdowns"]) == {"resnet18/float32"}
+  _assert_stages_as_printed(result["breakdowns"]["resnet18/float32"], lines)
   chain = result["bounds"]["resnet18/float32"]
   assert chain > 1.0  # removing stage 5 removes work
   (line,) = [l for l in lines if "(vt_speedup_bound_chain;" in l]
@@ -303,3 +320,115 @@ def test_single_conv_times_the_convolutions_forward_and_its_two_gradients():
   bad = subprocess.run([sys.executable, "benchmarks/single_conv.py", "--maps=56by64"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
   assert bad.returncode == 1 and "--maps entry '56by64' is not SIZExCHANNELS" in bad.stderr
+
+
+# Stand-ins for the two Pythons bracketed_run.py drives: PyTorch's (its first round 10% faster
+# than its second, as a machine drifting during the run) and vt_jax's, whose train_step.py JSON
+# has the fields of the real one (the real one's are checked by the tests above).
+_FAKE_TORCH = """
+import json, os, sys
+args = sys.argv[1:]
+if args[0] == "-c":
+  sys.exit(0)
+if args[0].endswith("single_conv.py"):
+  print("conv table"); sys.exit(0)
+model = next(a.split("=")[1] for a in args if a.startswith("--model="))
+cl = "--channels_last" in args
+count_file = os.environ["FAKE_TORCH_COUNT"]
+n = int(open(count_file).read()) if os.path.exists(count_file) else 0
+open(count_file, "w").write(str(n + 1))
+ips = {"resnet18": 10.0, "resnet50": 4.0}[model] * (2.0 if cl else 1.0) * (1.1 if n < 4 else 1.0)
+print("some torch output")
+print(json.dumps({"model": model, "images_per_sec": round(ips, 3),
+                  "memory_format": "channels_last" if cl else "default"}))
+"""
+_FAKE_JAX = """
+import json, sys
+if sys.argv[1].endswith("single_conv.py"):
+  print("conv table"); sys.exit(0)
+if "--fail" in sys.argv:
+  print("Traceback: something broke", flush=True); sys.exit(3)
+stage5 = lambda s, p, tm=None: dict(seconds=s, of_peak=p, of_peak_performed=p,
+                                    **({"token_maps_s": tm} if tm else {}))
+print(json.dumps({"peak_flops": 2e11, "runs": [
+    dict(model="resnet18", images_per_sec=21.0, mfu=0.7, vt_speedup_bound=1.2,
+         stages={"stage5": stage5(0.4, 0.8)}),
+    dict(model="vt_r18", images_per_sec=24.0, mfu=0.6, of_vt_speedup_bound=0.952,
+         vt_modules_in_step_s=0.2, vt_modules_in_step_s_for_target=0.05,
+         stages={"stage5": stage5(0.2, 0.55, 0.13)}),
+    dict(model="resnet50", images_per_sec=5.0, mfu=0.6, vt_speedup_bound=1.23),
+    dict(model="vt_r50", images_per_sec=5.5, mfu=0.55, of_vt_speedup_bound=0.894,
+         vt_modules_in_step_s=0.4, vt_modules_in_step_s_for_target=0.15,
+         stages={"stage5": stage5(0.3, 0.41, 0.12)})]}))
+"""
+
+
+def _fake_python(tmp_path, name, body):
+  path = tmp_path / name
+  path.write_text(f"#!{sys.executable}\n{body}")
+  path.chmod(0o755)
+  return str(path)
+
+
+def _bracketed(tmp_path, *args):
+  env = dict(ENV, FAKE_TORCH_COUNT=str(tmp_path / "count"))
+  return subprocess.run(
+      [sys.executable, "benchmarks/bracketed_run.py",
+       f"--torch_python={_fake_python(tmp_path, 'torch_python', _FAKE_TORCH)}",
+       f"--jax_python={_fake_python(tmp_path, 'jax_python', _FAKE_JAX)}",
+       f"--out={tmp_path / 'run'}", *args],
+      cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_bracketed_run_brackets_vt_jax_between_two_pytorch_rounds_and_marks_the_targets(tmp_path):
+  out = _bracketed(tmp_path, "--single_conv")
+  assert out.returncode == 0, out.stderr[-3000:]
+  run = tmp_path / "run"
+  assert int((tmp_path / "count").read_text()) == 8  # four PyTorch runs, twice
+  order = sorted(run.iterdir(), key=lambda p: p.stat().st_mtime_ns)
+  names = [p.stem for p in order if p.suffix == ".log"]
+  assert names[:4] == ["torch_before_resnet18_default", "torch_before_resnet18_channels_last",
+                       "torch_before_resnet50_default", "torch_before_resnet50_channels_last"]
+  assert names[4:7] == ["single_conv_torch", "single_conv_jax", "train_step"]
+  assert all(n.startswith("torch_after_") for n in names[7:]) and len(names) == 11
+  assert "--channels_last --breakdown" in (run / "torch_before_resnet18_channels_last.log").read_text()
+
+  summary = json.loads((run / "summary.json").read_text())
+  rows = {r["model"]: r for r in summary["rows"]}
+  # PyTorch ResNet-18 channels_last: 22.0 before, 20.0 after; vt_jax 21.0 -> 0.95-1.05x.
+  assert rows["resnet18"]["pytorch_channels_last"] == [20.0, 22.0]
+  assert rows["resnet18"]["vs_pytorch_channels_last"] == [pytest.approx(21 / 22, abs=1e-3),
+                                                          pytest.approx(21 / 20, abs=1e-3)]
+  assert rows["resnet50"]["vs_pytorch_default"] == [pytest.approx(5 / 4.4, abs=1e-3), 1.25]
+  assert "pytorch_default" not in rows["vt_r18"]
+  assert rows["vt_r18"]["vt_modules_alone_of_peak"] == 0.55
+  targets = {t["what"]: t for t in summary["targets"]}
+  assert targets["vt_r18 / its ResNet, share of vt_speedup_bound"]["met"] is False  # 0.952
+  assert targets["vt_r18's VT modules alone, share of the matmul peak"]["met"] is True
+  assert targets["vt_r50's VT modules alone, share of the matmul peak"]["met"] is False
+  # Met only against both PyTorch runs: 1.05x against the slower is not enough.
+  assert targets["resnet18 / PyTorch channels_last (before and after)"]["met"] is False
+  printed = out.stdout.splitlines()
+  assert "not met  resnet18 / PyTorch channels_last (before and after): 0.95-1.05 (target >= 1.00)" in [
+      l.strip() for l in printed]
+  assert any(l.strip().startswith("vt_r50") and "0.89 of the bound, 0.300 s = 41% of the peak" in l
+             for l in printed)
+
+
+def test_bracketed_run_names_what_failed_and_where_its_log_is(tmp_path):
+  failed = _bracketed(tmp_path, "--train_step_args=--fail")
+  assert failed.returncode == 1 and "Traceback" not in failed.stderr.split("its last lines")[0]
+  assert "ERROR: train_step failed (exit 3):" in failed.stderr
+  assert str(tmp_path / "run" / "train_step.log") in failed.stderr
+  assert "something broke" in failed.stderr
+  assert not (tmp_path / "run" / "summary.json").exists()
+
+  no_torch = subprocess.run(
+      [sys.executable, "benchmarks/bracketed_run.py", f"--torch_python={sys.executable}",
+       f"--out={tmp_path / 'run2'}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
+  assert no_torch.returncode == 1
+  assert f"--torch_python={sys.executable} cannot import torch" in no_torch.stderr
+  missing = subprocess.run([sys.executable, "benchmarks/bracketed_run.py"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120, env=ENV)
+  assert missing.returncode == 1 and "--torch_python is required" in missing.stderr
