@@ -150,8 +150,10 @@ def print_summary(summary: dict) -> None:
     return f"{pair[0]:.2f}-{pair[1]:.2f}" if pair[0] != pair[1] else f"{pair[0]:.2f}"
 
   print(f"\nsummary (matmul peak {summary['peak_flops'] / 1e9:.0f} GFLOP/s):")
-  print(f"  {'model':<10} {'img/s':>7} {'MFU':>6}  {'PyTorch default':>16} {'ratio':>11}  "
-        f"{'PyTorch ch.-last':>16} {'ratio':>11}  VT speed-up bound; VT run: share, modules alone")
+  print(f"  {'':<10} {'':>7} {'':>6}  {'PyTorch default':>28}  {'PyTorch channels_last':>28}  "
+        "VT speed-up: the bound (ResNet rows),")
+  print(f"  {'model':<10} {'img/s':>7} {'MFU':>6}  {'img/s':>16} {'vt_jax/it':>11}  "
+        f"{'img/s':>16} {'vt_jax/it':>11}  its share, VT modules alone (VT rows)")
   for r in summary["rows"]:
     cols = []
     for form in ("default", "channels_last"):
@@ -163,8 +165,8 @@ def print_summary(summary: dict) -> None:
     if "of_vt_speedup_bound" in r:
       vt = f"{r['of_vt_speedup_bound']:.2f} of the bound"
       if "vt_modules_alone_of_peak" in r:
-        vt += (f", {r['vt_modules_alone_s']:.3f} s = {r['vt_modules_alone_of_peak']:.0%} "
-               "of the peak")
+        vt += (f"; modules alone {r['vt_modules_alone_s']:.3f} s = "
+               f"{r['vt_modules_alone_of_peak']:.0%} of the peak")
     print(f"  {r['model']:<10} {r['images_per_sec']:>7.2f} {r['mfu']:>6.1%}  "
           + "  ".join(cols) + f"  {vt}")
   print("targets:")

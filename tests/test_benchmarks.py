@@ -411,7 +411,7 @@ def test_bracketed_run_brackets_vt_jax_between_two_pytorch_rounds_and_marks_the_
   printed = out.stdout.splitlines()
   assert "not met  resnet18 / PyTorch channels_last (before and after): 0.95-1.05 (target >= 1.00)" in [
       l.strip() for l in printed]
-  assert any(l.strip().startswith("vt_r50") and "0.89 of the bound, 0.300 s = 41% of the peak" in l
+  assert any(l.strip().startswith("vt_r50") and "0.89 of the bound; modules alone 0.300 s = 41% of the peak" in l
              for l in printed)
 
 
