@@ -29,11 +29,13 @@ import sys
 from absl import app
 from absl import flags
 import jax
+import ml_collections
 import numpy as np
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_step as bench  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vt_jax import host_allocator  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a config file (FILE or FILE:ARG); "
                                           "override fields with --config.a.b=VALUE")
@@ -64,19 +66,26 @@ def losses_over_updates(config, updates: int, fresh: bool) -> list[float]:
 
 def main(argv):
   del argv
-  bench.runtime.setup(sys.argv, malloc=True)
   try:  # config_flags reports a file it could not load on the config's first use
     config = _CONFIG.value
     config.batch_size = bench._BATCH.value  # pylint: disable=protected-access
   except (OSError, SyntaxError) as e:
     sys.exit(f"ERROR: --config: {e}")
   size = bench._RESOLUTION.value  # pylint: disable=protected-access
+  # Before JAX starts (reading the config does not start it): vt_jax's XLA flag, and the
+  # malloc settings only where they pay, as vt_jax.main decides them (for the steps this
+  # script runs, at --resolution and --batch). At the tests' 32 px they only slowed the
+  # compile (23 -> 18 s for a 10-update quickstart run without them).
+  sized = ml_collections.ConfigDict({"model": dict(config.model), "batch_size": config.batch_size,
+                                     "data": {"image_size": size}})
+  not_applied = bench.runtime.setup(sys.argv, malloc=host_allocator.worth_it(sized)).malloc
   losses = losses_over_updates(config, _UPDATES.value, _FRESH.value)
   what = "a new random batch each step" if _FRESH.value else "one fixed random batch"
   print(f"{flags.FLAGS['config'].config_filename} on {what} (batch {config.batch_size}, "
         f"{size} px, lr {config.schedule.peak_lr} per {config.schedule.lr_batch_ref}); "
         f"chance level log({config.model.num_classes}) = "
-        f"{math.log(config.model.num_classes):.2f}", flush=True)
+        f"{math.log(config.model.num_classes):.2f}; malloc "
+        + (f"defaults ({not_applied})" if not_applied else "keeps freed memory"), flush=True)
   print("losses: " + " ".join(f"{x:.4g}" for x in losses), flush=True)
   if _JSON.value:
     print(json.dumps(dict(config=flags.FLAGS["config"].config_filename, fresh=_FRESH.value,

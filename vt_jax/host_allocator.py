@@ -21,7 +21,8 @@ So it is applied where it pays:
   * `python -m vt_jax.main` applies it when `worth_it(config)`: a train step's largest
     activations (the stem's output: batch x (size/2)^2 x width floats) reach 32 MiB, e.g.
     ImageNet-size configs, not the quickstart;
-  * benchmarks/train_step.py applies it (large steps by design);
+  * benchmarks/train_step.py applies it (large steps by design); benchmarks/stability.py
+    when `worth_it` for its --resolution and --batch;
   * VT_JAX_MALLOC_DEFAULTS=1 applies it in every entry point's `vt_jax.runtime.setup()`
     (and in your own training code's, if it calls that), and VT_JAX_MALLOC_DEFAULTS=0 keeps
     glibc's defaults everywhere. Importing vt_jax does not apply it.
