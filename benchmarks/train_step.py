@@ -421,8 +421,8 @@ def token_maps_alone(params, rows: int, calls: int) -> dict:
   on a path `_TOKEN_MAPS` names (the tokenizers' value maps, the recurrent tokenizer's
   token_to_filter, the transformer's maps, the projector's key and value) is applied to a
   [rows, in] tensor, in parameter order (sorted by path; the order changes nothing timed),
-  each output feeding the loss and the next map of its width (so none is dead code). What it gives: how long the matmuls whose shapes the paper's
-  VT modules fix take on this machine with nothing else around them (the softmaxes, the
+  each output feeding the loss and the next map of its width (so none is dead code). What it
+  gives: how long the matmuls whose shapes the paper's VT modules fix take on this machine with nothing else around them (the softmaxes, the
   per-pixel products, the head transposes and the residual adds removed), the least time the
   modules can take in XLA's op-by-op execution.
   """
@@ -535,18 +535,18 @@ def print_breakdown(spec: str, dtype: str, prof: dict, rows: list[dict], peak: f
   model's layers perform fewer (the tuned projector's folded query map), a 'performed'
   column gives the share counting the MACs the form performs (`performed`, per stage).
   Returns the same figures for the JSON (breakdown_figures())."""
+  figures = breakdown_figures(prof, rows, peak, performed)
   total_s = sum(r["seconds"] for r in rows)
   differs = any(performed[r["stage"]] != prof["stages"][r["stage"]]["macs"] for r in rows)
   print(f"  {spec} {dtype}: each stage forward+backward alone, batch {_BATCH.value}")
   print(f"  {'stage':<8} {'seconds':>8} {'time %':>7} {'MAC %':>6} {'GFLOP/s':>9} {'of peak':>8} "
         f"{'CPU-s':>7}" + (f" {'performed':>9}" if differs else ""))
   for r in rows:
-    macs = prof["stages"][r["stage"]]["macs"]
-    gflops = 6 * macs * _BATCH.value / r["seconds"] / 1e9
-    done = 6 * performed[r["stage"]] * _BATCH.value / r["seconds"] / peak
+    f = figures[r["stage"]]
     print(f"  {r['stage']:<8} {r['seconds']:>8.3f} {r['seconds'] / total_s:>7.1%} "
-          f"{macs / prof['macs']:>6.1%} {gflops:>9.1f} {gflops * 1e9 / peak:>8.1%} "
-          f"{r['cpu_s']:>7.3f}" + (f" {done:>9.1%}" if differs else ""), flush=True)
+          f"{prof['stages'][r['stage']]['macs'] / prof['macs']:>6.1%} "
+          f"{f['of_peak'] * peak / 1e9:>9.1f} {f['of_peak']:>8.1%} {r['cpu_s']:>7.3f}"
+          + (f" {f['of_peak_performed']:>9.1%}" if differs else ""), flush=True)
   for r in rows:
     if "token_maps" in r:
       t = r["token_maps"]
@@ -560,21 +560,22 @@ def print_breakdown(spec: str, dtype: str, prof: dict, rows: list[dict], peak: f
           f"{sum(performed.values()) / 1e9:.3f} G per image against the paper's "
           f"{prof['macs'] / 1e9:.3f} G: the tuned projector folds its query map into the keys)",
           flush=True)
-  return breakdown_figures(prof, rows, peak, performed)
+  return figures
 
 
 def breakdown_figures(prof: dict, rows: list[dict], peak: float,
                       performed: dict[str, int]) -> dict:
   """{stage: {"seconds", "of_peak" (paper MACs), "of_peak_performed"[, "token_maps_s"]}}: the
-  stage table as the JSON's runs carry it (key "stages")."""
+  stage table's figures (print_breakdown prints them; the JSON's runs carry them, key
+  "stages"). Shares unrounded, seconds as timed."""
   figures = {}
   for r in rows:
-    flops = 6 * _BATCH.value / r["seconds"] / peak
-    figures[r["stage"]] = dict(seconds=round(r["seconds"], 4),
-                               of_peak=round(flops * prof["stages"][r["stage"]]["macs"], 4),
-                               of_peak_performed=round(flops * performed[r["stage"]], 4))
+    per_mac = 6 * _BATCH.value / r["seconds"] / peak  # share of the peak per MAC per image
+    figures[r["stage"]] = dict(seconds=r["seconds"],
+                               of_peak=per_mac * prof["stages"][r["stage"]]["macs"],
+                               of_peak_performed=per_mac * performed[r["stage"]])
     if "token_maps" in r:
-      figures[r["stage"]]["token_maps_s"] = round(r["token_maps"]["seconds"], 4)
+      figures[r["stage"]]["token_maps_s"] = r["token_maps"]["seconds"]
   return figures
 
 
@@ -707,6 +708,7 @@ def main(argv):
             bound = stage5_free_bound(model, config, calls)
             print_bound(spec, bound)
             ratio = bound_ratio(bound)
+        figures = {stage: {k: round(v, 4) for k, v in f.items()} for stage, f in figures.items()}
         breakdowns[f"{spec}/{dtype}"] = figures
         if ratio is not None:
           bounds[f"{spec}/{dtype}"] = ratio
