@@ -67,13 +67,18 @@ def run_logged(name: str, cmd: list[str], out_dir: str, echo: bool = False) -> s
     log.flush()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=os.path.dirname(HERE))
-    for line in proc.stdout:
-      log.write(line)
-      log.flush()
-      stdout.append(line)
-      if echo and not line.startswith("{"):  # its JSON is in the log and the summary
-        print("    " + line, end="", flush=True)
-    proc.wait()
+    try:
+      for line in proc.stdout:
+        log.write(line)
+        log.flush()
+        stdout.append(line)
+        if echo and not line.startswith("{"):  # its JSON is in the log and the summary
+          print("    " + line, end="", flush=True)
+      proc.wait()
+    except BaseException:  # interrupted (or a write failed): no benchmark left running alone
+      proc.kill()
+      proc.wait()
+      raise
   if proc.returncode:
     tail = "".join(stdout[-15:])
     raise StepFailed(f"{name} failed (exit {proc.returncode}): {shlex.join(cmd)}\n"
@@ -178,19 +183,28 @@ def print_summary(summary: dict) -> None:
 
 def main(argv):
   del argv
+  venv_hint = ("make a venv with them (python3 -m venv DIR && DIR/bin/pip install torch "
+               "torchvision absl-py) and pass --torch_python=DIR/bin/python")
   if not _TORCH_PYTHON.value:
-    raise app.UsageError("--torch_python is required: the python of a venv with torch, "
-                         "torchvision and absl-py (pip install torch torchvision absl-py)")
+    sys.exit("ERROR: --torch_python is required: the python of a venv with torch, "
+             f"torchvision and absl-py; {venv_hint}")
   out_dir = _OUT.value or os.path.join(
       "bracketed_runs", datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S"))
-  os.makedirs(out_dir, exist_ok=True)
-  check = subprocess.run([_TORCH_PYTHON.value, "-c", "import torch, torchvision, absl"],
-                         capture_output=True, text=True, check=False)
-  if check.returncode:
-    raise app.UsageError(f"--torch_python={_TORCH_PYTHON.value} cannot import torch, "
-                         f"torchvision and absl-py: {check.stderr.strip()[-500:]}\n"
-                         "Make a venv with them (e.g. pip install torch torchvision absl-py) "
-                         "and pass its python.")
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+  except OSError as e:
+    sys.exit(f"ERROR: --out={out_dir}: cannot make that folder ({e.strerror}); pick a "
+             "writable one")
+  try:
+    check = subprocess.run([_TORCH_PYTHON.value, "-c", "import torch, torchvision, absl"],
+                           capture_output=True, text=True, check=False)
+    problem = check.stderr.strip().splitlines()[-1:] if check.returncode else None
+  except OSError as e:
+    problem = [e.strerror]
+  if problem is not None:
+    sys.exit(f"ERROR: --torch_python={_TORCH_PYTHON.value} cannot import torch, torchvision "
+             f"and absl-py ({': '.join(problem) or 'exit status ' + str(check.returncode)}); "
+             f"{venv_hint}")
   start = time.perf_counter()
 
   def clock(what: str) -> None:
@@ -211,6 +225,10 @@ def main(argv):
     after = torch_round(out_dir, "after", clock)
   except StepFailed as e:
     print(f"\nERROR: {e}", file=sys.stderr)
+    sys.exit(1)
+  except OSError as e:  # a log could not be written, e.g. a full disk
+    print(f"\nERROR: writing to {out_dir}: {e.strerror}; the logs so far are there",
+          file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt:
     print(f"\ninterrupted: the logs so far are in {out_dir}", file=sys.stderr)

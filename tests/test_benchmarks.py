@@ -6,8 +6,10 @@ import importlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -336,6 +338,10 @@ if args[0] == "-c":
   sys.exit(0)
 if args[0].endswith("single_conv.py"):
   print("conv table"); sys.exit(0)
+if os.environ.get("FAKE_TORCH_PID_FILE"):  # a run that is interrupted: hang until killed
+  open(os.environ["FAKE_TORCH_PID_FILE"], "w").write(str(os.getpid()))
+  import time
+  time.sleep(600)
 model = next(a.split("=")[1] for a in args if a.startswith("--model="))
 cl = "--channels_last" in args
 count_file = os.environ["FAKE_TORCH_COUNT"]
@@ -374,14 +380,18 @@ def _fake_python(tmp_path, name, body):
   return str(path)
 
 
-def _bracketed(tmp_path, *args):
-  env = dict(ENV, FAKE_TORCH_COUNT=str(tmp_path / "count"))
-  return subprocess.run(
+def _bracketed(tmp_path, *args, run=subprocess.run, **env_extra):
+  env = dict(ENV, FAKE_TORCH_COUNT=str(tmp_path / "count"), **env_extra)
+  return run(
       [sys.executable, "benchmarks/bracketed_run.py",
        f"--torch_python={_fake_python(tmp_path, 'torch_python', _FAKE_TORCH)}",
        f"--jax_python={_fake_python(tmp_path, 'jax_python', _FAKE_JAX)}",
        f"--out={tmp_path / 'run'}", *args],
-      cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+      cwd=ROOT, env=env, **(dict(capture_output=True, text=True, timeout=120)
+                            if run is subprocess.run else dict(
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                # as in a terminal, where Ctrl-C reaches Python
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))))
 
 
 def test_bracketed_run_brackets_vt_jax_between_two_pytorch_rounds_and_marks_the_targets(tmp_path):
@@ -435,4 +445,25 @@ def test_bracketed_run_names_what_failed_and_where_its_log_is(tmp_path):
   assert f"--torch_python={sys.executable} cannot import torch" in no_torch.stderr
   missing = subprocess.run([sys.executable, "benchmarks/bracketed_run.py"], cwd=ROOT,
                            capture_output=True, text=True, timeout=120, env=ENV)
-  assert missing.returncode == 1 and "--torch_python is required" in missing.stderr
+  assert missing.returncode == 1 and "ERROR: --torch_python is required" in missing.stderr
+  assert len(missing.stderr.strip().splitlines()) == 1  # the error, not the flags' help
+  unwritable = _bracketed(tmp_path, f"--out={tmp_path / 'run' / 'train_step.log' / 'x'}")
+  assert unwritable.returncode == 1 and "cannot make that folder" in unwritable.stderr
+
+
+def test_an_interrupted_bracketed_run_stops_the_benchmark_it_was_running(tmp_path):
+  """Ctrl-C: exit 130, the logs so far kept, and no PyTorch run left going on its own."""
+  pid_file = tmp_path / "torch.pid"
+  proc = _bracketed(tmp_path, run=subprocess.Popen, FAKE_TORCH_PID_FILE=str(pid_file))
+  deadline = time.time() + 60
+  while not pid_file.exists() and time.time() < deadline:
+    time.sleep(0.1)
+  time.sleep(0.2)
+  torch_pid = int(pid_file.read_text())
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 130 and f"interrupted: the logs so far are in {tmp_path / 'run'}" in err
+  assert (tmp_path / "run" / "torch_before_resnet18_default.log").exists()
+  time.sleep(0.5)
+  with pytest.raises(ProcessLookupError):
+    os.kill(torch_pid, 0)
