@@ -237,10 +237,18 @@ def main(argv):
   ended = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   summary.update(began=began, ended=ended, pytorch_before=before, pytorch_after=after,
                  train_step_args=_TRAIN_STEP_ARGS.value)
-  with open(os.path.join(out_dir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=1)
-  clock(f"done ({began} to {ended}); logs and summary.json in {out_dir}")
+  try:
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=1)
+    unsaved = None
+  except OSError as e:  # the run's figures are still printed below
+    unsaved = e.strerror
+  clock(f"done ({began} to {ended}); logs " + ("and summary.json " if not unsaved else "")
+        + f"in {out_dir}")
   print_summary(summary)
+  if unsaved:
+    sys.exit(f"ERROR: writing {os.path.join(out_dir, 'summary.json')}: {unsaved} (the summary "
+             "above is the run's; the JSON lines of each run are in its log)")
 
 
 if __name__ == "__main__":

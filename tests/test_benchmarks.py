@@ -449,6 +449,12 @@ def test_bracketed_run_names_what_failed_and_where_its_log_is(tmp_path):
   assert len(missing.stderr.strip().splitlines()) == 1  # the error, not the flags' help
   unwritable = _bracketed(tmp_path, f"--out={tmp_path / 'run' / 'train_step.log' / 'x'}")
   assert unwritable.returncode == 1 and "cannot make that folder" in unwritable.stderr
+  # summary.json cannot be written (here: a folder has its name): the summary is still printed.
+  (tmp_path / "run2").mkdir()
+  (tmp_path / "run2" / "summary.json").mkdir()
+  unsaved = _bracketed(tmp_path, f"--out={tmp_path / 'run2'}")
+  assert unsaved.returncode == 1 and "targets:" in unsaved.stdout
+  assert f"ERROR: writing {tmp_path / 'run2' / 'summary.json'}: Is a directory" in unsaved.stderr
 
 
 def test_an_interrupted_bracketed_run_stops_the_benchmark_it_was_running(tmp_path):
