@@ -450,11 +450,11 @@ def test_bracketed_run_names_what_failed_and_where_its_log_is(tmp_path):
   unwritable = _bracketed(tmp_path, f"--out={tmp_path / 'run' / 'train_step.log' / 'x'}")
   assert unwritable.returncode == 1 and "cannot make that folder" in unwritable.stderr
   # summary.json cannot be written (here: a folder has its name): the summary is still printed.
-  (tmp_path / "run2").mkdir()
-  (tmp_path / "run2" / "summary.json").mkdir()
-  unsaved = _bracketed(tmp_path, f"--out={tmp_path / 'run2'}")
+  (tmp_path / "run3").mkdir()
+  (tmp_path / "run3" / "summary.json").mkdir()
+  unsaved = _bracketed(tmp_path, f"--out={tmp_path / 'run3'}")
   assert unsaved.returncode == 1 and "targets:" in unsaved.stdout
-  assert f"ERROR: writing {tmp_path / 'run2' / 'summary.json'}: Is a directory" in unsaved.stderr
+  assert f"ERROR: writing {tmp_path / 'run3' / 'summary.json'}: Is a directory" in unsaved.stderr
 
 
 def test_an_interrupted_bracketed_run_stops_the_benchmark_it_was_running(tmp_path):
