@@ -380,18 +380,23 @@ def _fake_python(tmp_path, name, body):
   return str(path)
 
 
+# Runs a Python with SIGINT at its default, as in a terminal where Ctrl-C reaches it (a
+# background shell's children start with it ignored). Not preexec_fn: that forks this
+# process, which has JAX's threads.
+_SIGINT_DEFAULT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
+
+
 def _bracketed(tmp_path, *args, run=subprocess.run, **env_extra):
   env = dict(ENV, FAKE_TORCH_COUNT=str(tmp_path / "count"), **env_extra)
-  return run(
-      [sys.executable, "benchmarks/bracketed_run.py",
-       f"--torch_python={_fake_python(tmp_path, 'torch_python', _FAKE_TORCH)}",
-       f"--jax_python={_fake_python(tmp_path, 'jax_python', _FAKE_JAX)}",
-       f"--out={tmp_path / 'run'}", *args],
-      cwd=ROOT, env=env, **(dict(capture_output=True, text=True, timeout=120)
-                            if run is subprocess.run else dict(
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                # as in a terminal, where Ctrl-C reaches Python
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))))
+  command = [sys.executable, "benchmarks/bracketed_run.py",
+             f"--torch_python={_fake_python(tmp_path, 'torch_python', _FAKE_TORCH)}",
+             f"--jax_python={_fake_python(tmp_path, 'jax_python', _FAKE_JAX)}",
+             f"--out={tmp_path / 'run'}", *args]
+  if run is subprocess.run:
+    return run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  return run([sys.executable, "-c", _SIGINT_DEFAULT, *command[1:]], cwd=ROOT, env=env,
+             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_bracketed_run_brackets_vt_jax_between_two_pytorch_rounds_and_marks_the_targets(tmp_path):
